@@ -1,0 +1,54 @@
+"""Settings, read from the environment (prefix ``HEROES_``) only when asked for."""
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# URL schemes users paste from tutorials and hosting platforms, mapped to the async drivers.
+_ASYNC_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+}
+
+
+def to_async_url(url: str) -> str:
+    """Map ``sqlite://`` / ``postgres(ql)://`` URLs to the async drivers this service runs on."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    return f"{_ASYNC_SCHEMES.get(scheme.lower(), scheme)}://{rest}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEROES_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./heroes.db"
+    # Seconds a SQLite connection waits for a competing writer before giving up.
+    sqlite_busy_timeout: float = Field(default=30.0, gt=0)
+    # PostgreSQL connection pool (SQLite keeps SQLAlchemy's own pool defaults).
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+    db_pool_recycle: int = Field(default=1800, ge=-1)
+    db_pool_pre_ping: bool = True
+    # Seconds a single PostgreSQL statement or connection attempt may take before the request fails.
+    db_command_timeout: float = Field(default=10.0, gt=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        return to_async_url(url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

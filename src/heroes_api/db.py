@@ -1,0 +1,83 @@
+"""Engine, sessions and the schema-revision check shared by the app, health and Alembic."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from alembic.runtime.migration import MigrationContext
+from fastapi import Depends, Request
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from heroes_api.config import Settings
+
+# The Alembic revision this code expects the database to be at. A test keeps it equal to the
+# newest file in alembic/versions, so a new migration cannot be forgotten here.
+SCHEMA_REVISION = "0001"
+
+SessionMaker = async_sessionmaker[AsyncSession]
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
+    """Create the app's engine: SQLite gets WAL and pragmas, PostgreSQL a sized, pre-pinged pool."""
+    if settings.is_sqlite:
+        engine = create_async_engine(settings.database_url)
+        _install_sqlite_pragmas(engine, busy_timeout_ms=int(settings.sqlite_busy_timeout * 1000))
+        return engine
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_recycle=settings.db_pool_recycle,
+        pool_pre_ping=settings.db_pool_pre_ping,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "command_timeout": settings.db_command_timeout,
+            "server_settings": {"application_name": "heroes_api"},
+        },
+    )
+
+
+def _install_sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the single writer; NORMAL sync is durable in WAL mode
+        # across process crashes (only an OS crash can lose the last commits).
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def make_sessionmaker(engine: AsyncEngine) -> SessionMaker:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def schema_problem(engine: AsyncEngine) -> str | None:
+    """Say what is wrong with the database's schema, or None when it is at SCHEMA_REVISION."""
+    async with engine.connect() as connection:
+        revision = await connection.run_sync(_current_revision)
+    if revision == SCHEMA_REVISION:
+        return None
+    found = "has no Alembic revision" if revision is None else f"is at revision {revision!r}"
+    return (
+        f"database schema {found}, this code needs {SCHEMA_REVISION!r}: "
+        "run `alembic upgrade head` (see README, 'Migrations')"
+    )
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessionmaker: SessionMaker = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -1,0 +1,43 @@
+"""``GET /health``: the database answers and its schema is the one this code needs."""
+
+import asyncio
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from heroes_api.db import schema_problem
+from heroes_api.errors import DATABASE_DOWN_ERRORS
+
+router = APIRouter(tags=["health"])
+logger = logging.getLogger(__name__)
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+
+class Healthy(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Unhealthy(BaseModel):
+    status: Literal["unavailable"] = "unavailable"
+    detail: str
+
+
+@router.get(
+    "/health",
+    response_model=Healthy,
+    responses={503: {"model": Unhealthy, "description": "Database down or schema not migrated"}},
+    summary="Service health",
+)
+async def health(request: Request) -> Healthy | JSONResponse:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            problem = await schema_problem(request.app.state.engine)
+    except DATABASE_DOWN_ERRORS as exc:
+        logger.warning("health check: database unreachable: %r", exc)
+        problem = "database unreachable"
+    if problem is None:
+        return Healthy()
+    return JSONResponse(Unhealthy(detail=problem).model_dump(), status_code=503)

@@ -1,0 +1,60 @@
+"""The tutorial's model family: what clients send and what they get back."""
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, StringConstraints, field_validator
+from pydantic import Field as Constraint
+from pydantic.json_schema import SkipJsonSchema
+from sqlmodel import Field, SQLModel
+
+# The widest integer every supported database stores in ``hero.id`` and ``hero.age``
+# (PostgreSQL ``INTEGER`` is 32-bit; SQLite's is 64-bit), and the widest SQL ``OFFSET``.
+INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
+INT64_MAX = 2**63 - 1
+TEXT_MAX_LENGTH = 255
+
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; pydantic already rejects unpaired surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH), AfterValidator(_no_nul)]
+Age = Annotated[int, Constraint(ge=0, le=INT32_MAX)]
+
+
+class HeroBase(SQLModel):
+    name: str = Field(index=True)
+    age: int | None = Field(default=None, index=True)
+
+
+class HeroPublic(HeroBase):
+    id: int
+
+
+class HeroCreate(HeroBase):
+    name: Text
+    age: Age | None = None
+    secret_name: Text
+
+
+class HeroUpdate(SQLModel):
+    """Every field optional; only the fields a client sends are applied.
+
+    ``age`` may be set to ``null``; ``name`` and ``secret_name`` may be left out but not nulled
+    (their columns are NOT NULL), so the schema documents them as plain strings.
+    """
+
+    name: Text | SkipJsonSchema[None] = None
+    age: Age | None = None
+    secret_name: Text | SkipJsonSchema[None] = None
+
+    @field_validator("name", "secret_name")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out, but not set to null")
+        return value

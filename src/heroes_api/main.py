@@ -1,0 +1,46 @@
+"""The application factory, and ``app`` for ``uvicorn heroes_api.main:app``."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from heroes_api import __version__, health
+from heroes_api.config import Settings, get_settings
+from heroes_api.db import make_engine, make_sessionmaker, schema_problem
+from heroes_api.errors import install_error_handlers
+from heroes_api.heroes.router import router as heroes_router
+
+
+class SchemaNotMigrated(RuntimeError):
+    """The database is not at the revision this code needs; the service refuses to start."""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    try:
+        if problem := await schema_problem(app.state.engine):
+            raise SchemaNotMigrated(f"heroes_api cannot start: {problem}")
+        yield
+    finally:
+        await app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Heroes API",
+        version=__version__,
+        summary="The FastAPI SQL tutorial's heroes, async and migrated.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings)
+    app.state.sessionmaker = make_sessionmaker(app.state.engine)
+    install_error_handlers(app)
+    app.include_router(heroes_router)
+    app.include_router(health.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,79 @@
+"""Fixtures: every test runs on each backend, against its own freshly migrated database."""
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from heroes_api.config import Settings
+from heroes_api.main import create_app
+from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
+
+_skip_reasons: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def sqlite_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteDatabases]:
+    backend = SqliteDatabases(tmp_path_factory.mktemp("sqlite"))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    server_url, reason = postgres_server_url()
+    if server_url is None:
+        _skip_reasons.append(reason)
+        pytest.skip(reason)
+    backend = PostgresDatabases(server_url)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def databases(request: pytest.FixtureRequest) -> Databases:
+    """The backend this test runs on; every database test runs once per backend."""
+    backend: Databases = request.getfixturevalue(f"{request.param}_databases")
+    return backend
+
+
+@pytest.fixture
+def database_url(databases: Databases) -> str:
+    """A database of this test's own, at Alembic head."""
+    return databases.create()
+
+
+@pytest.fixture
+def empty_database_url(databases: Databases) -> str:
+    """A database of this test's own that Alembic has never touched."""
+    return databases.create(migrated=False)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, with its lifespan (schema check, engine disposal) running."""
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as client,
+    ):
+        yield client
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for reason in dict.fromkeys(_skip_reasons):
+        terminalreporter.write_line(f"PostgreSQL tests skipped: {reason}", yellow=True)

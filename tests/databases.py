@@ -1,0 +1,132 @@
+"""Throwaway databases for tests, on SQLite files or a PostgreSQL server, built only by Alembic.
+
+Each backend migrates one template per run; every test then gets its own copy (a file copy on
+SQLite, ``CREATE DATABASE ... TEMPLATE`` on PostgreSQL), so tests are isolated and fast.
+"""
+
+import asyncio
+import itertools
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from heroes_api.config import to_async_url
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL_VARIABLE = "HEROES_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(ROOT / "alembic.ini")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+class Databases(Protocol):
+    name: str
+
+    def create(self, *, migrated: bool = True) -> str:
+        """A new database (at Alembic head unless ``migrated=False``); returns its async URL."""
+
+    def close(self) -> None:
+        """Drop everything this object created."""
+
+
+class SqliteDatabases:
+    name = "sqlite"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.template = directory / "template.db"
+        migrate(self.url(self.template))
+        self._names = (f"test{n}.db" for n in itertools.count())
+
+    @staticmethod
+    def url(path: Path) -> str:
+        return f"sqlite+aiosqlite:///{path}"
+
+    def create(self, *, migrated: bool = True) -> str:
+        path = self.directory / next(self._names)
+        if migrated:
+            shutil.copyfile(self.template, path)
+        return self.url(path)
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class PostgresDatabases:
+    name = "postgresql"
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = make_url(to_async_url(server_url))
+        self.prefix = f"heroes_test_{uuid.uuid4().hex[:8]}"
+        self.template = f"{self.prefix}_template"
+        self._created: list[str] = []
+        self._names = (f"{self.prefix}_{n}" for n in itertools.count())
+        self._admin(f'CREATE DATABASE "{self.template}"')
+        self._created.append(self.template)
+        migrate(self.url(self.template))
+
+    def url(self, database: str) -> str:
+        return self.server_url.set(database=database).render_as_string(hide_password=False)
+
+    def _admin(self, *statements: str) -> None:
+        async def run() -> None:
+            dsn = self.server_url.set(drivername="postgresql").render_as_string(hide_password=False)
+            connection = await asyncpg.connect(dsn, timeout=5)
+            try:
+                for statement in statements:
+                    await connection.execute(statement)
+            finally:
+                await connection.close()
+
+        asyncio.run(run())
+
+    def create(self, *, migrated: bool = True) -> str:
+        database = next(self._names)
+        template = f' TEMPLATE "{self.template}"' if migrated else ""
+        self._admin(f'CREATE DATABASE "{database}"{template}')
+        self._created.append(database)
+        return self.url(database)
+
+    def close(self) -> None:
+        self._admin(
+            *(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in reversed(self._created))
+        )
+        self._created.clear()
+
+
+def postgres_server_url() -> tuple[str | None, str]:
+    """The PostgreSQL server tests should use, or None and the reason to skip."""
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    candidate = url or DEFAULT_POSTGRES_URL
+    dsn = make_url(to_async_url(candidate)).set(drivername="postgresql")
+
+    async def probe() -> None:
+        connection = await asyncpg.connect(dsn.render_as_string(hide_password=False), timeout=3)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if url:
+            raise RuntimeError(f"{POSTGRES_URL_VARIABLE}={url} is set but unreachable") from exc
+        return None, (
+            f"no PostgreSQL at {DEFAULT_POSTGRES_URL} ({exc.__class__.__name__}) and "
+            f"{POSTGRES_URL_VARIABLE} is unset"
+        )
+    return candidate, ""

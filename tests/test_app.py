@@ -1,0 +1,164 @@
+"""The app around the routes: settings, startup schema check, health, engine setup, OpenAPI."""
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from alembic import command
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from heroes_api import main
+from heroes_api.config import Settings, get_settings, to_async_url
+from heroes_api.db import SCHEMA_REVISION
+from heroes_api.main import SchemaNotMigrated, create_app
+from tests.databases import PostgresDatabases, SqliteDatabases, alembic_config
+
+
+def asgi_client(app: FastAPI) -> httpx.AsyncClient:
+    """A client without the lifespan: what a request sees if the app skipped its startup check."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///./database.db", "sqlite+aiosqlite:///./database.db"),
+        ("sqlite:////abs/heroes.db", "sqlite+aiosqlite:////abs/heroes.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgres://u:p@h:5432/d", "postgresql+asyncpg://u:p@h:5432/d"),
+        ("postgresql://u@h/d?sslmode=require", "postgresql+asyncpg://u@h/d?sslmode=require"),
+        ("postgresql+asyncpg://u@h/d", "postgresql+asyncpg://u@h/d"),
+    ],
+)
+def test_database_urls_map_to_async_drivers(url: str, expected: str) -> None:
+    assert to_async_url(url) == expected
+    assert Settings(database_url=url).database_url == expected
+
+
+def test_settings_come_from_heroes_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEROES_DATABASE_URL", "sqlite:///./from-env.db")
+    monkeypatch.setenv("HEROES_DB_POOL_SIZE", "3")
+    settings = Settings()
+    assert settings.database_url == "sqlite+aiosqlite:///./from-env.db"
+    assert settings.db_pool_size == 3
+    assert settings.is_sqlite
+
+
+def test_default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEROES_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert get_settings().database_url == "sqlite+aiosqlite:///./heroes.db"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_bad_database_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a database URL"):
+        Settings(database_url="heroes.db")
+
+
+def test_module_app_is_built_from_settings() -> None:
+    assert isinstance(main.app, FastAPI)
+    assert main.app.state.settings == get_settings()
+
+
+@pytest.fixture
+def sqlite_url(sqlite_databases: SqliteDatabases) -> str:
+    return sqlite_databases.create()
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: PostgresDatabases) -> str:
+    return postgres_databases.create()
+
+
+async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
+    app = create_app(Settings(database_url=sqlite_url))
+    async with app.state.engine.connect() as connection:
+        pragmas = {
+            name: (await connection.execute(text(f"PRAGMA {name}"))).scalar()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "busy_timeout": 30000,
+        "synchronous": 1,
+    }
+    await app.state.engine.dispose()
+
+
+async def test_postgres_engine_uses_pool_settings(postgres_url: str) -> None:
+    app = create_app(Settings(database_url=postgres_url, db_pool_size=2, db_max_overflow=1))
+    pool: Any = app.state.engine.pool
+    assert (pool.size(), pool._max_overflow) == (2, 1)
+    async with LifespanManager(app), asgi_client(app) as client:
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_health_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_unmigrated_database_refuses_to_start(empty_database_url: str) -> None:
+    app = create_app(Settings(database_url=empty_database_url))
+    with pytest.raises(SchemaNotMigrated, match=r"run `alembic upgrade head`"):
+        async with LifespanManager(app):
+            pass  # pragma: no cover
+
+
+async def test_unmigrated_database_fails_health(empty_database_url: str) -> None:
+    app = create_app(Settings(database_url=empty_database_url))
+    async with asgi_client(app) as client:
+        response = await client.get("/health")
+    await app.state.engine.dispose()
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert "has no Alembic revision" in response.json()["detail"]
+    assert "alembic upgrade head" in response.json()["detail"]
+
+
+async def test_database_behind_head_fails_health(database_url: str, app: FastAPI) -> None:
+    async with LifespanManager(app), asgi_client(app) as client:
+        await app.state.engine.dispose()  # let the downgrade take the tables without waiting
+        await asyncio.to_thread(command.downgrade, alembic_config(database_url), "base")
+        response = await client.get("/health")
+    assert response.status_code == 503
+    assert "has no Alembic revision" in response.json()["detail"]
+
+
+async def test_unreachable_database_is_503(tmp_path: Any) -> None:
+    missing = tmp_path / "no-such-dir" / "heroes.db"
+    app = create_app(Settings(database_url=f"sqlite:///{missing}"))
+    async with asgi_client(app) as client:
+        health = await client.get("/health")
+        read = await client.get("/heroes/1")
+    await app.state.engine.dispose()
+    assert health.status_code == 503
+    assert health.json() == {"status": "unavailable", "detail": "database unreachable"}
+    assert read.status_code == 503
+    assert read.json() == {"detail": "Database unavailable, try again shortly"}
+
+
+def test_openapi_documents_the_contract() -> None:
+    schema = create_app(Settings(database_url="sqlite://")).openapi()
+    assert schema["info"]["title"] == "Heroes API"
+    paths = schema["paths"]
+    for method in ("get", "patch", "delete"):
+        operation = paths["/heroes/{hero_id}"][method]
+        assert {"200", "404", "422"} <= set(operation["responses"]), method
+        assert operation["summary"]
+        assert operation["tags"] == ["heroes"]
+    assert "422" in paths["/heroes/"]["post"]["responses"]
+    assert "503" in paths["/health"]["get"]["responses"]
+    hero_public = schema["components"]["schemas"]["HeroPublic"]
+    assert "secret_name" not in hero_public["properties"]
+    update = schema["components"]["schemas"]["HeroUpdate"]["properties"]
+    assert update["name"] == {"type": "string", "maxLength": 255, "title": "Name"}
+    assert SCHEMA_REVISION == "0001"
