@@ -1,5 +1,6 @@
 """Fixtures: every test runs on each backend, against its own freshly migrated database."""
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -77,3 +78,16 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for reason in dict.fromkeys(_skip_reasons):
         terminalreporter.write_line(f"PostgreSQL tests skipped: {reason}", yellow=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With HEROES_TEST_REQUIRE_ALL set (CI does), a skipped test fails the run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not os.environ.get("HEROES_TEST_REQUIRE_ALL"):
+        return
+    skipped = len(reporter.stats.get("skipped", []))
+    if skipped and exitstatus == 0:
+        reporter.write_sep(
+            "=", f"{skipped} skipped; HEROES_TEST_REQUIRE_ALL forbids skips", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
