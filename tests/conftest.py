@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from heroes_api.config import Settings
 from heroes_api.main import create_app
 from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
+from tests.factories import asgi_client
 
 _skip_reasons: list[str] = []
 
@@ -66,12 +67,7 @@ def app(settings: Settings) -> FastAPI:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the app, with its lifespan (schema check, engine disposal) running."""
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
+    async with LifespanManager(app) as manager, asgi_client(manager.app) as client:
         yield client
 
 

@@ -96,10 +96,13 @@ class PostgresDatabases:
 
         asyncio.run(run())
 
-    def create(self, *, migrated: bool = True) -> str:
+    def create(self, *, migrated: bool = True, options: str = "") -> str:
+        """``options`` are extra CREATE DATABASE options, e.g. an ENCODING; migrates afresh."""
         database = next(self._names)
-        template = f' TEMPLATE "{self.template}"' if migrated else ""
-        self._admin(f'CREATE DATABASE "{database}"{template}')
+        template = f' TEMPLATE "{self.template}"' if migrated and not options else ""
+        self._admin(f'CREATE DATABASE "{database}"{template} {options}')
+        if migrated and options:
+            migrate(self.url(database))
         self._created.append(database)
         return self.url(database)
 

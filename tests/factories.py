@@ -3,6 +3,12 @@
 from typing import Any
 
 import httpx
+from starlette.types import ASGIApp
+
+
+def asgi_client(app: ASGIApp) -> httpx.AsyncClient:
+    """An HTTP client calling the app in-process. Wrap the app in LifespanManager for startup."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
 async def make_hero(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:

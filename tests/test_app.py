@@ -14,12 +14,8 @@ from heroes_api import main
 from heroes_api.config import Settings, get_settings, to_async_url
 from heroes_api.db import SCHEMA_REVISION
 from heroes_api.main import SchemaNotMigrated, create_app
-from tests.databases import PostgresDatabases, SqliteDatabases, alembic_config
-
-
-def asgi_client(app: FastAPI) -> httpx.AsyncClient:
-    """A client without the lifespan: what a request sees if the app skipped its startup check."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+from tests.databases import SqliteDatabases, alembic_config
+from tests.factories import asgi_client
 
 
 @pytest.mark.parametrize(
@@ -29,7 +25,8 @@ def asgi_client(app: FastAPI) -> httpx.AsyncClient:
         ("sqlite:////abs/heroes.db", "sqlite+aiosqlite:////abs/heroes.db"),
         ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
         ("postgres://u:p@h:5432/d", "postgresql+asyncpg://u:p@h:5432/d"),
-        ("postgresql://u@h/d?sslmode=require", "postgresql+asyncpg://u@h/d?sslmode=require"),
+        ("postgresql://u@h/d?sslmode=require", "postgresql+asyncpg://u@h/d?ssl=require"),
+        ("postgresql+psycopg2://u:p%40ss@h/d", "postgresql+asyncpg://u:p%40ss@h/d"),
         ("postgresql+asyncpg://u@h/d", "postgresql+asyncpg://u@h/d"),
     ],
 )
@@ -71,11 +68,6 @@ def sqlite_url(sqlite_databases: SqliteDatabases) -> str:
     return sqlite_databases.create()
 
 
-@pytest.fixture
-def postgres_url(postgres_databases: PostgresDatabases) -> str:
-    return postgres_databases.create()
-
-
 async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
     app = create_app(Settings(database_url=sqlite_url))
     async with app.state.engine.connect() as connection:
@@ -90,14 +82,6 @@ async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
         "synchronous": 1,
     }
     await app.state.engine.dispose()
-
-
-async def test_postgres_engine_uses_pool_settings(postgres_url: str) -> None:
-    app = create_app(Settings(database_url=postgres_url, db_pool_size=2, db_max_overflow=1))
-    pool: Any = app.state.engine.pool
-    assert (pool.size(), pool._max_overflow) == (2, 1)
-    async with LifespanManager(app), asgi_client(app) as client:
-        assert (await client.get("/health")).status_code == 200
 
 
 async def test_health_ok(client: httpx.AsyncClient) -> None:

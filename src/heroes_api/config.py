@@ -4,23 +4,34 @@ from functools import lru_cache
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-# URL schemes users paste from tutorials and hosting platforms, mapped to the async drivers.
-_ASYNC_SCHEMES = {
+# Drivers users name in URLs from tutorials and hosting platforms, mapped to the async ones.
+_ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
     "sqlite+pysqlite": "sqlite+aiosqlite",
     "postgres": "postgresql+asyncpg",
     "postgresql": "postgresql+asyncpg",
     "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
 }
 
 
 def to_async_url(url: str) -> str:
-    """Map ``sqlite://`` / ``postgres(ql)://`` URLs to the async drivers this service runs on."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ValueError(f"not a database URL: {url!r}")
-    return f"{_ASYNC_SCHEMES.get(scheme.lower(), scheme)}://{rest}"
+    """Map ``sqlite://`` / ``postgres(ql)://`` URLs to the async drivers this service runs on.
+
+    libpq's ``sslmode`` query option (common in platform-provided URLs) becomes asyncpg's ``ssl``.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {url!r}") from None
+    parsed = parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
+    if parsed.drivername == "postgresql+asyncpg" and "sslmode" in parsed.query:
+        parsed = parsed.update_query_dict({"ssl": parsed.query["sslmode"]})
+        parsed = parsed.difference_update_query(["sslmode"])
+    return parsed.render_as_string(hide_password=False)
 
 
 class Settings(BaseSettings):

@@ -25,6 +25,13 @@ class HeroNotFound(AppError):
     detail = "Hero not found"
 
 
+class ValueNotStorable(AppError):
+    """The database refused a value that passed validation (say, a character its encoding lacks)."""
+
+    status_code = 422
+    detail = "A value in the request cannot be stored by the database"
+
+
 class DatabaseUnavailable(AppError):
     status_code = 503
     detail = "Database unavailable, try again shortly"
@@ -38,6 +45,24 @@ DATABASE_DOWN_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
 )
+# SQLSTATE classes: 22 data exception; 08 connection, 40 transaction rollback, 53 insufficient
+# resources, 57 operator intervention (e.g. the server shutting down).
+_DATA_SQLSTATE = "22"
+_RETRYABLE_SQLSTATES = ("08", "40", "53", "57")
+
+
+def database_error(exc: sa_exc.DBAPIError) -> AppError | None:
+    """The client-facing error for a database failure, or None when it is a bug (a 500)."""
+    sqlstate: str = getattr(exc.orig, "sqlstate", None) or ""
+    if isinstance(exc, sa_exc.DataError) or sqlstate.startswith(_DATA_SQLSTATE):
+        return ValueNotStorable()
+    if (
+        exc.connection_invalidated
+        or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        or sqlstate.startswith(_RETRYABLE_SQLSTATES)
+    ):
+        return DatabaseUnavailable()
+    return None
 
 
 def _public_errors(errors: Any) -> list[dict[str, Any]]:
@@ -59,8 +84,22 @@ async def _database_down(request: Request, _exc: Exception) -> JSONResponse:
     return await _app_error(request, DatabaseUnavailable())
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, sa_exc.DBAPIError)
+    if (error := database_error(exc)) is None:
+        raise exc
+    return await _app_error(request, error)
+
+
+async def _internal_error(request: Request, _exc: Exception) -> JSONResponse:
+    """A bug: answer in the API's shape; Starlette still logs the traceback and re-raises."""
+    return await _app_error(request, AppError())
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for error in DATABASE_DOWN_ERRORS:
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
+    for error in (sa_exc.TimeoutError, OSError, TimeoutError):
         app.add_exception_handler(error, _database_down)
