@@ -17,7 +17,11 @@ from heroes_api.heroes.schemas import (
 )
 from heroes_api.models import Hero
 
-router = APIRouter(prefix="/heroes", tags=["heroes"])
+router = APIRouter(
+    prefix="/heroes",
+    tags=["heroes"],
+    responses={503: {"model": ErrorDetail, "description": "Database unavailable; retry"}},
+)
 
 HeroId = Annotated[int, Path(ge=INT32_MIN, le=INT32_MAX, description="The hero's id.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
