@@ -22,11 +22,13 @@ SessionMaker = async_sessionmaker[AsyncSession]
 def make_engine(settings: Settings) -> AsyncEngine:
     """Create the app's engine: SQLite gets WAL and pragmas, PostgreSQL a sized, pre-pinged pool."""
     if settings.is_sqlite:
-        engine = create_async_engine(settings.database_url)
+        engine = create_async_engine(settings.database_url, hide_parameters=True)
         _install_sqlite_pragmas(engine, busy_timeout_ms=int(settings.sqlite_busy_timeout * 1000))
         return engine
     return create_async_engine(
         settings.database_url,
+        # Error messages and logs never quote bound values: they may be a client's secret_name.
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,

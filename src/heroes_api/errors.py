@@ -1,5 +1,6 @@
 """One error family for the service and the handlers that turn errors into ``{"detail": ...}``."""
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -7,6 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
+
+logger = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -38,6 +41,25 @@ DATABASE_DOWN_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
 )
+# SQLSTATE classes of a server that is going away or cannot take us: connection exception (08),
+# insufficient resources (53: too many connections), operator intervention (57: shutdown).
+_DATABASE_DOWN_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def is_database_down(exc: BaseException) -> bool:
+    """Whether ``exc`` means "the database cannot be reached now" rather than a bad request.
+
+    asyncpg reports a dropped connection as a plain ``DBAPIError``, not ``OperationalError``;
+    SQLAlchemy marks those ``connection_invalidated``. Failed connects carry a SQLSTATE.
+    """
+    if isinstance(exc, sa_exc.DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+            or sqlstate.startswith(_DATABASE_DOWN_SQLSTATE_CLASSES)
+        )
+    return isinstance(exc, DATABASE_DOWN_ERRORS)
 
 
 def _public_errors(errors: Any) -> list[dict[str, Any]]:
@@ -55,12 +77,24 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _public_errors(exc.errors())}, status_code=422)
 
 
-async def _database_down(request: Request, _exc: Exception) -> JSONResponse:
-    return await _app_error(request, DatabaseUnavailable())
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 when the database is down; any other database error is a bug: a bare 500."""
+    if is_database_down(exc):
+        # The class only: a driver message may quote a value from the request.
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return await _app_error(request, DatabaseUnavailable())
+    return await _internal_error(request, exc)
+
+
+async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A JSON 500 instead of Starlette's plain text; the server still logs the traceback."""
+    return JSONResponse({"detail": AppError.detail}, status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for error in DATABASE_DOWN_ERRORS:
-        app.add_exception_handler(error, _database_down)
+    database_errors: tuple[type[Exception], ...] = (sa_exc.DBAPIError, *DATABASE_DOWN_ERRORS)
+    for error in database_errors:
+        app.add_exception_handler(error, _database_error)
+    app.add_exception_handler(Exception, _internal_error)
