@@ -1,52 +1,55 @@
-"""Database failures become a 4xx/503 the client can act on; bugs become a JSON 500."""
+"""Database failures become a 422/503 the client can act on; everything else is a JSON 500."""
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 
 from heroes_api.config import Settings
 from heroes_api.errors import DatabaseUnavailable, ValueNotStorable, database_error
 from heroes_api.main import create_app
 
-
-class DriverError(Exception):
-    def __init__(self, sqlstate: str | None) -> None:
-        super().__init__(f"driver error {sqlstate}")
-        self.sqlstate = sqlstate
+dbapi = AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
 
 
 def dbapi_error(
-    cls: type[sa_exc.DBAPIError] = sa_exc.DBAPIError,
-    sqlstate: str | None = None,
-    *,
-    invalidated: bool = False,
+    orig: Exception, *, invalidated: bool = False, cls: type[sa_exc.DBAPIError] = sa_exc.DBAPIError
 ) -> sa_exc.DBAPIError:
-    return cls("SELECT 1", None, DriverError(sqlstate), connection_invalidated=invalidated)
+    return cls("SELECT 1", {"secret": "x"}, orig, connection_invalidated=invalidated)
+
+
+def pg_error(error: type[asyncpg.PostgresError]) -> sa_exc.DBAPIError:
+    """What SQLAlchemy raises for an asyncpg error: a DBAPIError around the adapter's Error."""
+    error_class: type[Exception] = dbapi.Error
+    return dbapi_error(error_class("boom", error("boom")))
 
 
 @pytest.mark.parametrize(
-    ("error", "expected"),
+    ("exc", "expected"),
     [
-        (dbapi_error(sa_exc.DataError), ValueNotStorable),
-        (dbapi_error(sqlstate="22021"), ValueNotStorable),  # untranslatable character
-        (dbapi_error(sqlstate="22003"), ValueNotStorable),  # numeric value out of range
-        (dbapi_error(sa_exc.OperationalError), DatabaseUnavailable),
-        (dbapi_error(sa_exc.InterfaceError), DatabaseUnavailable),
-        (dbapi_error(invalidated=True), DatabaseUnavailable),
-        (dbapi_error(sqlstate="08006"), DatabaseUnavailable),  # connection failure
-        (dbapi_error(sqlstate="40001"), DatabaseUnavailable),  # serialization failure
-        (dbapi_error(sqlstate="53300"), DatabaseUnavailable),  # too many connections
-        (dbapi_error(sqlstate="57P01"), DatabaseUnavailable),  # admin shutdown
-        (dbapi_error(sqlstate="42601"), None),  # syntax error: a bug
-        (dbapi_error(sa_exc.IntegrityError, "23505"), None),
-        (dbapi_error(), None),
+        (pg_error(asyncpg.UntranslatableCharacterError), ValueNotStorable),  # 22P05
+        (pg_error(asyncpg.NumericValueOutOfRangeError), ValueNotStorable),  # 22003
+        (dbapi_error(ValueError(), cls=sa_exc.DataError), ValueNotStorable),
+        (dbapi_error(ValueError(), invalidated=True), DatabaseUnavailable),  # dropped connection
+        (pg_error(asyncpg.ConnectionFailureError), DatabaseUnavailable),  # 08006
+        (pg_error(asyncpg.CannotConnectNowError), DatabaseUnavailable),  # 57P03, starting up
+        (pg_error(asyncpg.AdminShutdownError), DatabaseUnavailable),  # 57P01
+        (pg_error(asyncpg.TooManyConnectionsError), DatabaseUnavailable),  # 53300
+        (pg_error(asyncpg.SerializationError), DatabaseUnavailable),  # 40001
+        (dbapi_error(ValueError(), cls=sa_exc.OperationalError), DatabaseUnavailable),  # locked
+        (dbapi_error(ValueError(), cls=sa_exc.InterfaceError), DatabaseUnavailable),
+        (sa_exc.TimeoutError("QueuePool limit reached"), DatabaseUnavailable),
+        (ConnectionRefusedError(), DatabaseUnavailable),
+        (TimeoutError(), DatabaseUnavailable),
+        (pg_error(asyncpg.PostgresSyntaxError), None),  # 42601: a bug
+        (dbapi_error(ValueError(), cls=sa_exc.IntegrityError), None),
+        (ValueError(), None),
     ],
 )
-def test_database_errors_are_classified(
-    error: sa_exc.DBAPIError, expected: type[Exception] | None
-) -> None:
-    result = database_error(error)
+def test_database_errors_are_classified(exc: Exception, expected: type[Exception] | None) -> None:
+    result = database_error(exc)
     assert (type(result) if result else None) is expected
 
 
@@ -54,11 +57,11 @@ def test_database_errors_are_classified(
 def failing_app() -> FastAPI:
     app = create_app(Settings(database_url="sqlite://"))
     errors: dict[str, Exception] = {
-        "data": dbapi_error(sqlstate="22021"),
-        "down": dbapi_error(sa_exc.OperationalError),
+        "data": pg_error(asyncpg.UntranslatableCharacterError),
+        "dropped": dbapi_error(ValueError(), invalidated=True),
         "pool": sa_exc.TimeoutError("QueuePool limit reached"),
-        "bug": dbapi_error(sqlstate="42601"),
-        "crash": RuntimeError("boom"),
+        "sql": pg_error(asyncpg.PostgresSyntaxError),
+        "bug": RuntimeError("a bug"),
     }
 
     @app.get("/fail/{kind}")
@@ -72,13 +75,13 @@ def failing_app() -> FastAPI:
     ("kind", "status", "detail"),
     [
         ("data", 422, "A value in the request cannot be stored by the database"),
-        ("down", 503, "Database unavailable, try again shortly"),
+        ("dropped", 503, "Database unavailable, try again shortly"),
         ("pool", 503, "Database unavailable, try again shortly"),
+        ("sql", 500, "Internal server error"),
         ("bug", 500, "Internal server error"),
-        ("crash", 500, "Internal server error"),
     ],
 )
-async def test_errors_have_status_and_detail(
+async def test_errors_become_json_with_detail(
     failing_app: FastAPI, kind: str, status: int, detail: str
 ) -> None:
     transport = httpx.ASGITransport(app=failing_app, raise_app_exceptions=False)

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # Seconds a single PostgreSQL statement or connection attempt may take before the request fails.
     db_command_timeout: float = Field(default=10.0, gt=0)
     db_connect_timeout: float = Field(default=5.0, gt=0)
+    # Largest request body accepted; larger ones get 413 before they are read.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0)
 
     @field_validator("database_url")
     @classmethod

@@ -27,7 +27,8 @@ def make_engine(settings: Settings) -> AsyncEngine:
         return engine
     return create_async_engine(
         settings.database_url,
-        hide_parameters=True,  # error messages and logs must never carry a secret_name
+        # Error messages and logs never quote bound values: they may be a client's secret_name.
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,

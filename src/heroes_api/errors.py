@@ -1,5 +1,6 @@
 """One error family for the service and the handlers that turn errors into ``{"detail": ...}``."""
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -7,6 +8,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
+
+logger = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -37,22 +40,24 @@ class DatabaseUnavailable(AppError):
     detail = "Database unavailable, try again shortly"
 
 
-# Failures of the database connection rather than of the request: the client may retry.
-DATABASE_DOWN_ERRORS: tuple[type[Exception], ...] = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    OSError,
-    TimeoutError,
-)
-# SQLSTATE classes: 22 data exception; 08 connection, 40 transaction rollback, 53 insufficient
-# resources, 57 operator intervention (e.g. the server shutting down).
+# Failures outside the driver that mean "the database cannot be reached now": a pool timeout,
+# a refused or reset socket, a connect or command timeout.
+DATABASE_DOWN_ERRORS: tuple[type[Exception], ...] = (sa_exc.TimeoutError, OSError, TimeoutError)
+# SQLSTATE classes: 22 data exception; 08 connection exception, 40 transaction rollback,
+# 53 insufficient resources (too many connections), 57 operator intervention (shutdown).
 _DATA_SQLSTATE = "22"
 _RETRYABLE_SQLSTATES = ("08", "40", "53", "57")
 
 
-def database_error(exc: sa_exc.DBAPIError) -> AppError | None:
-    """The client-facing error for a database failure, or None when it is a bug (a 500)."""
+def database_error(exc: BaseException) -> AppError | None:
+    """The client-facing error for a failure talking to the database, or None for a bug (500).
+
+    asyncpg reports a dropped connection or a data error as a plain ``DBAPIError``, not as
+    ``OperationalError`` / ``DataError``: SQLAlchemy marks the first ``connection_invalidated``,
+    and both carry a SQLSTATE.
+    """
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return DatabaseUnavailable() if isinstance(exc, DATABASE_DOWN_ERRORS) else None
     sqlstate: str = getattr(exc.orig, "sqlstate", None) or ""
     if isinstance(exc, sa_exc.DataError) or sqlstate.startswith(_DATA_SQLSTATE):
         return ValueNotStorable()
@@ -63,6 +68,10 @@ def database_error(exc: sa_exc.DBAPIError) -> AppError | None:
     ):
         return DatabaseUnavailable()
     return None
+
+
+def is_database_down(exc: BaseException) -> bool:
+    return isinstance(database_error(exc), DatabaseUnavailable)
 
 
 def _public_errors(errors: Any) -> list[dict[str, Any]]:
@@ -80,26 +89,23 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _public_errors(exc.errors())}, status_code=422)
 
 
-async def _database_down(request: Request, _exc: Exception) -> JSONResponse:
-    return await _app_error(request, DatabaseUnavailable())
-
-
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, sa_exc.DBAPIError)
     if (error := database_error(exc)) is None:
-        raise exc
+        raise exc  # a bug: the 500 handler answers, and the server logs the traceback
+    # The class only: a driver message may quote a value from the request.
+    logger.warning("database error answered %d: %s", error.status_code, type(exc).__name__)
     return await _app_error(request, error)
 
 
 async def _internal_error(request: Request, _exc: Exception) -> JSONResponse:
-    """A bug: answer in the API's shape; Starlette still logs the traceback and re-raises."""
+    """A JSON 500 instead of Starlette's plain text; Starlette still logs the traceback."""
     return await _app_error(request, AppError())
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(Exception, _internal_error)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
-    for error in (sa_exc.TimeoutError, OSError, TimeoutError):
-        app.add_exception_handler(error, _database_down)
+    database_errors: tuple[type[Exception], ...] = (sa_exc.DBAPIError, *DATABASE_DOWN_ERRORS)
+    for error in database_errors:
+        app.add_exception_handler(error, _database_error)
+    app.add_exception_handler(Exception, _internal_error)

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from heroes_api.db import schema_problem
-from heroes_api.errors import DATABASE_DOWN_ERRORS
+from heroes_api.errors import is_database_down
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
@@ -35,8 +35,10 @@ async def health(request: Request) -> Healthy | JSONResponse:
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
             problem = await schema_problem(request.app.state.engine)
-    except DATABASE_DOWN_ERRORS as exc:
-        logger.warning("health check: database unreachable: %r", exc)
+    except Exception as exc:
+        if not is_database_down(exc):
+            raise
+        logger.warning("health check: database unreachable: %s", type(exc).__name__)
         problem = "database unreachable"
     if problem is None:
         return Healthy()

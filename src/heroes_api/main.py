@@ -10,6 +10,7 @@ from heroes_api.config import Settings, get_settings
 from heroes_api.db import make_engine, make_sessionmaker, schema_problem
 from heroes_api.errors import install_error_handlers
 from heroes_api.heroes.router import router as heroes_router
+from heroes_api.limits import BodySizeLimit
 
 
 class SchemaNotMigrated(RuntimeError):
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings)
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.include_router(heroes_router)
     app.include_router(health.router)
     return app

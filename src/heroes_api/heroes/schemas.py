@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StringConstraints, field_validator
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, field_validator
 from pydantic import Field as Constraint
 from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Field, SQLModel
@@ -22,8 +22,15 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def _not_bool(value: Any) -> Any:
+    """Lax integers take ``true`` as 1: a JSON boolean is a wrong type, not an age."""
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
 Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH), AfterValidator(_no_nul)]
-Age = Annotated[int, Constraint(ge=0, le=INT32_MAX)]
+Age = Annotated[int, Constraint(ge=0, le=INT32_MAX), BeforeValidator(_not_bool)]
 
 
 class HeroBase(SQLModel):
