@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: install
 	$(BIN)/alembic upgrade head
 	$(BIN)/uvicorn heroes_api.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
-		--loop uvloop --http httptools --no-access-log
+		--loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 30
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -144,5 +144,10 @@ def test_openapi_documents_the_contract() -> None:
     hero_public = schema["components"]["schemas"]["HeroPublic"]
     assert "secret_name" not in hero_public["properties"]
     update = schema["components"]["schemas"]["HeroUpdate"]["properties"]
-    assert update["name"] == {"type": "string", "maxLength": 255, "title": "Name"}
+    assert update["name"] == {
+        "type": "string",
+        "maxLength": 255,
+        "pattern": "^[^\\x00]*$",
+        "title": "Name",
+    }
     assert SCHEMA_REVISION == "0001"

@@ -236,17 +236,17 @@ RAW_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("raw", RAW_REQUESTS)
-def test_malformed_http_gets_a_4xx(server: Server, raw: bytes) -> None:
+def test_malformed_http_gets_a_4xx(server: Server) -> None:
     """What uvicorn's parser refuses never reaches the app; it is still a 4xx, never a 5xx."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(raw)
-        reply = b""
-        while b"\r\n\r\n" not in reply and len(reply) < 65536:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    status = int(reply.split(b" ", 2)[1])
-    assert 400 <= status < 500, reply
-    assert SECRET.encode() not in reply
+    for raw in RAW_REQUESTS:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(raw)
+            reply = b""
+            while b"\r\n\r\n" not in reply and len(reply) < 65536:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        status = int(reply.split(b" ", 2)[1])
+        assert 400 <= status < 500, (raw, reply)
+        assert SECRET.encode() not in reply

@@ -29,7 +29,14 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-Text = Annotated[str, StringConstraints(max_length=TEXT_MAX_LENGTH), AfterValidator(_no_nul)]
+# Documented in the OpenAPI schema too, so generated clients (and schemathesis) know NUL is out.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+Text = Annotated[
+    str,
+    StringConstraints(max_length=TEXT_MAX_LENGTH),
+    AfterValidator(_no_nul),
+    Constraint(json_schema_extra={"pattern": NO_NUL_PATTERN}),
+]
 Age = Annotated[int, Constraint(ge=0, le=INT32_MAX), BeforeValidator(_not_bool)]
 
 

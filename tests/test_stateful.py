@@ -1,0 +1,194 @@
+"""Hypothesis drives the API with random create/get/list/patch/delete sequences and compares
+every answer with an in-memory model of what the service should hold."""
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from heroes_api.heroes.schemas import INT32_MAX, INT32_MIN, TEXT_MAX_LENGTH
+
+SECRET_MARK = "Hq-Stateful-Secret"
+text = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=TEXT_MAX_LENGTH
+)
+ages = st.none() | st.integers(0, INT32_MAX)
+secrets = text.map(lambda s: (SECRET_MARK + s)[:TEXT_MAX_LENGTH])
+creates = st.fixed_dictionaries({"name": text, "secret_name": secrets}, optional={"age": ages})
+updates = st.fixed_dictionaries({}, optional={"name": text, "secret_name": secrets, "age": ages})
+not_text = st.none() | st.booleans() | st.integers() | st.floats() | st.lists(st.integers())
+bad_text = not_text | st.text(min_size=TEXT_MAX_LENGTH + 1) | text.map(lambda s: s + "\x00")
+bad_age = (
+    st.integers().filter(lambda n: not 0 <= n <= INT32_MAX)
+    | st.floats().filter(lambda f: not f.is_integer())
+    | st.booleans()
+    | st.lists(st.integers())
+    | st.dictionaries(text, st.integers(), max_size=2)
+)
+BAD_FIELD = {"name": bad_text, "secret_name": bad_text, "age": bad_age}
+# A valid body with one field made wrong, or something that is not a hero at all.
+junk = st.one_of(
+    st.tuples(creates, st.sampled_from(sorted(BAD_FIELD))).flatmap(
+        lambda pair: BAD_FIELD[pair[1]].map(lambda value: {**pair[0], pair[1]: value})
+    ),
+    not_text,
+    st.lists(creates, max_size=2),
+)
+
+
+JSON = {"content-type": "application/json"}
+
+
+def as_json(value: Any) -> bytes:
+    """Python's JSON, NaN and Infinity included (httpx's ``json=`` refuses them)."""
+    return json.dumps(value).encode()
+
+
+class SyncClient:
+    """The async test client, called from Hypothesis' synchronous rules through a portal."""
+
+    def __init__(self, portal: BlockingPortal, client: httpx.AsyncClient) -> None:
+        self.portal, self.client = portal, client
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        response: httpx.Response = self.portal.call(
+            lambda: self.client.request(method, url, **kwargs)
+        )
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str) -> httpx.Response:
+        return self.request("DELETE", url)
+
+
+class HeroesMachine(RuleBasedStateMachine):
+    client: SyncClient  # set by the test before it runs the machine
+    heroes = Bundle("heroes")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The database outlives one run of the machine: start from what it holds.
+        self.model: dict[int, dict[str, Any]] = {h["id"]: h for h in self.everything()}
+
+    def everything(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for offset in range(0, 10_000, 100):
+            page = self.client.get("/heroes/", params={"offset": offset}).json()
+            found += page
+            if len(page) < 100:
+                break
+        return found
+
+    @rule(target=heroes, body=creates)
+    def create(self, body: dict[str, Any]) -> int:
+        response = self.client.post("/heroes/", json=body)
+        assert response.status_code == 200, response.text
+        hero = response.json()
+        assert hero == {"id": hero["id"], "name": body["name"], "age": body.get("age")}
+        assert hero["id"] not in self.model
+        self.model[hero["id"]] = hero
+        return int(hero["id"])
+
+    @rule(body=junk)
+    def create_rejected(self, body: Any) -> None:
+        response = self.client.post("/heroes/", content=as_json(body), headers=JSON)
+        assert response.status_code == 422, response.text
+        assert SECRET_MARK not in response.text
+
+    @rule(hero_id=heroes | st.integers(INT32_MIN, INT32_MAX))
+    def get(self, hero_id: int) -> None:
+        response = self.client.get(f"/heroes/{hero_id}")
+        if hero_id in self.model:
+            assert response.json() == self.model[hero_id]
+        else:
+            assert response.status_code == 404
+
+    @rule(offset=st.integers(0, 50), limit=st.integers(1, 100))
+    def page(self, offset: int, limit: int) -> None:
+        response = self.client.get("/heroes/", params={"offset": offset, "limit": limit})
+        expected = [self.model[i] for i in sorted(self.model)][offset : offset + limit]
+        assert response.json() == expected
+
+    @rule(hero_id=heroes, change=updates)
+    def patch(self, hero_id: int, change: dict[str, Any]) -> None:
+        response = self.client.patch(f"/heroes/{hero_id}", json=change)
+        if hero_id not in self.model:
+            assert response.status_code == 404
+            return
+        public = {k: v for k, v in change.items() if k != "secret_name"}
+        self.model[hero_id] = {**self.model[hero_id], **public}
+        assert response.json() == self.model[hero_id]
+        assert SECRET_MARK not in response.text
+
+    @rule(hero_id=heroes, change=junk)
+    def patch_rejected(self, hero_id: int, change: Any) -> None:
+        response = self.client.patch(f"/heroes/{hero_id}", content=as_json(change), headers=JSON)
+        assert response.status_code == 422, response.text
+
+    @rule(hero_id=heroes)
+    def delete(self, hero_id: int) -> None:
+        response = self.client.delete(f"/heroes/{hero_id}")
+        if self.model.pop(hero_id, None) is None:
+            assert response.status_code == 404
+        else:
+            assert response.json() == {"ok": True}
+
+    @invariant()
+    def holds_exactly_the_model(self) -> None:
+        assert self.everything() == [self.model[i] for i in sorted(self.model)]
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        yield c
+
+
+@pytest.fixture
+def test_client(app: FastAPI) -> Iterator[SyncClient]:
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(running(app)) as client,
+    ):
+        yield SyncClient(portal, client)
+
+
+def test_api_matches_model(test_client: SyncClient) -> None:
+    HeroesMachine.client = test_client
+    run_state_machine_as_test(
+        HeroesMachine,
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=20,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure stays bounded
+        ),
+    )
