@@ -18,3 +18,16 @@ async def make_hero(client: httpx.AsyncClient, **overrides: Any) -> dict[str, An
     assert response.status_code == 200, response.text
     hero: dict[str, Any] = response.json()
     return hero
+
+
+async def read_all_heroes(client: httpx.AsyncClient) -> dict[int, dict[str, Any]]:
+    """Every hero, by id, paging through ``GET /heroes/`` (bounded: at most 100,000 heroes)."""
+    heroes: dict[int, dict[str, Any]] = {}
+    for offset in range(0, 100_000, 100):
+        response = await client.get("/heroes/", params={"offset": offset})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        heroes.update((hero["id"], hero) for hero in page)
+        if len(page) < 100:
+            return heroes
+    raise AssertionError("more than 100,000 heroes")  # pragma: no cover

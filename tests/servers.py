@@ -63,6 +63,14 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT_SECONDS}s:\n{self.log()}")
 
+    def client(self, connections: int = 10) -> httpx.AsyncClient:
+        """A client for this server. Idle connections expire well before uvicorn's 5 s keep-alive
+        timeout: at equal timeouts a request can go out on a connection the server is closing."""
+        limits = httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=1
+        )
+        return httpx.AsyncClient(base_url=self.base_url, timeout=60, limits=limits)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -5,9 +5,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.factories import read_all_heroes
 from tests.servers import Server
 
 WRITERS = 40
@@ -26,11 +26,7 @@ async def test_two_instances_share_one_database(servers: tuple[Server, Server]) 
     rng = random.Random(7)
     expected: dict[int, dict[str, Any]] = {}  # what every acknowledged write says the state is
     deleted: set[int] = set()
-    limits = httpx.Limits(max_connections=WRITERS)
-    async with (
-        httpx.AsyncClient(base_url=servers[0].base_url, timeout=30, limits=limits) as a,
-        httpx.AsyncClient(base_url=servers[1].base_url, timeout=30, limits=limits) as b,
-    ):
+    async with servers[0].client(WRITERS) as a, servers[1].client(WRITERS) as b:
         clients = (a, b)
 
         async def writer(worker: int) -> None:
@@ -60,11 +56,7 @@ async def test_two_instances_share_one_database(servers: tuple[Server, Server]) 
         await asyncio.gather(*(writer(w) for w in range(WRITERS)))
 
         for client in clients:
-            listed: dict[int, dict[str, Any]] = {}
-            offset = 0
-            while page := (await client.get("/heroes/", params={"offset": offset})).json():
-                listed.update((hero["id"], hero) for hero in page)
-                offset += len(page)
+            listed = await read_all_heroes(client)
             assert listed == expected
             assert not deleted & listed.keys()
     assert len(expected) + len(deleted) == WRITERS * ROUNDS

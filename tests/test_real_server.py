@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.factories import read_all_heroes
 from tests.servers import Server
 
 SECRET = "Rq-Server-Secret-5519"
@@ -35,30 +36,9 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
         assert text not in server.log(), server.log()
 
 
-def client_for(server: Server, connections: int = CREATES) -> httpx.AsyncClient:
-    # Expire idle connections well before uvicorn's 5 s keep-alive timeout: at equal timeouts a
-    # request can be sent on a connection the server is closing (a client-side race).
-    limits = httpx.Limits(
-        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=1
-    )
-    return httpx.AsyncClient(base_url=server.base_url, timeout=60, limits=limits)
-
-
-async def read_all(client: httpx.AsyncClient) -> dict[int, dict[str, Any]]:
-    heroes: dict[int, dict[str, Any]] = {}
-    for offset in range(0, 100_000, 100):  # bounded paging
-        response = await client.get("/heroes/", params={"offset": offset})
-        assert response.status_code == 200
-        page = response.json()
-        heroes.update((hero["id"], hero) for hero in page)
-        if len(page) < 100:
-            return heroes
-    raise AssertionError("too many heroes")  # pragma: no cover
-
-
 async def test_concurrent_writers(server: Server) -> None:
     """200 concurrent creates, 100 concurrent updates, races on single ids, then a read-back."""
-    async with client_for(server) as client:
+    async with server.client(CREATES) as client:
         created = await asyncio.gather(
             *(client.post("/heroes/", json=hero_body(f"hero {n}", n)) for n in range(CREATES))
         )
@@ -106,7 +86,7 @@ async def test_concurrent_writers(server: Server) -> None:
             again = await client.patch(f"/heroes/{hero_id}", json={"age": 1})
             assert again.status_code == 404
 
-        assert await read_all(client) == expected
+        assert await read_all_heroes(client) == expected
 
 
 async def test_acknowledged_writes_survive_sigkill(database_url: str, tmp_path: Path) -> None:
@@ -121,7 +101,7 @@ async def test_acknowledged_writes_survive_sigkill(database_url: str, tmp_path: 
 
     first = Server(database_url, tmp_path).start()
     try:
-        async with client_for(first, writers) as client:
+        async with first.client(writers) as client:
 
             async def writer(worker: int) -> None:
                 nonlocal acks, unanswered_creates
@@ -165,8 +145,8 @@ async def test_acknowledged_writes_survive_sigkill(database_url: str, tmp_path: 
     assert first.process.returncode == -signal.SIGKILL
 
     with Server(database_url, tmp_path) as second:
-        async with client_for(second, 10) as client:
-            stored = await read_all(client)
+        async with second.client(10) as client:
+            stored = await read_all_heroes(client)
     for hero_id, state in acked.items():
         allowed = [state, in_flight[hero_id]] if hero_id in in_flight else [state]
         assert stored.get(hero_id) in allowed, (hero_id, stored.get(hero_id), allowed)
@@ -190,7 +170,7 @@ async def test_sigterm_lets_in_flight_requests_finish(database_url: str, tmp_pat
         yield body[10:]
 
     try:
-        async with client_for(server, 2) as client, client_for(server, 2) as other:
+        async with server.client(2) as client, server.client(2) as other:
             upload = asyncio.create_task(client.post("/heroes/", content=slow_body(), headers=JSON))
             await asyncio.wait_for(first_chunk_written.wait(), timeout=20)
             # Once a later request on another connection is answered, the server's event loop
@@ -212,8 +192,8 @@ async def test_sigterm_lets_in_flight_requests_finish(database_url: str, tmp_pat
     assert "Finished server process" in log
     assert SECRET not in log
     with Server(database_url, tmp_path) as again:
-        async with client_for(again, 2) as client:
-            assert list((await read_all(client)).values()) == [response.json()]
+        async with again.client(2) as client:
+            assert list((await read_all_heroes(client)).values()) == [response.json()]
 
 
 async def wait_for_log(server: Server, text: str) -> None:
