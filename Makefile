@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test lint format lock clean bench bench-lock
+.PHONY: install run test lint format lock clean bench bench-profile bench-lock
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,9 @@ bench: $(VENV)/.bench-installed
 $(VENV)/.bench-installed: bench/requirements.lock $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -r bench/requirements.lock
 	touch $@
+
+bench-profile: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.profile $(or $(SCENARIO),point) $(BENCH_ARGS)
 
 bench-lock: install
 	$(BIN)/python -m pip install --quiet pip-tools

@@ -92,6 +92,13 @@ async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
     await app.state.engine.dispose()
 
 
+async def test_sqlite_engine_keeps_one_connection(sqlite_url: str) -> None:
+    app = create_app(Settings(database_url=sqlite_url))
+    pool: Any = app.state.engine.pool
+    assert (pool.size(), pool._max_overflow) == (1, 0)
+    await app.state.engine.dispose()
+
+
 async def test_postgres_engine_uses_pool_settings(postgres_url: str) -> None:
     app = create_app(Settings(database_url=postgres_url, db_pool_size=2, db_max_overflow=1))
     pool: Any = app.state.engine.pool
