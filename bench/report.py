@@ -74,7 +74,7 @@ def targets(rows: list[Run]) -> list[tuple[str, str, bool]]:
                 checks.append(
                     (
                         f"{backend}: {scenario} >= {floor:.0%} of ceiling",
-                        f"{row['vs_ceiling']:.0%}",
+                        f"{row['vs_ceiling']:.1%}",
                         row["vs_ceiling"] >= floor,
                     )
                 )

@@ -148,6 +148,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-scale", action="store_true")
+    parser.add_argument(
+        "--label", default="", help="suffix for the result files; leaves the README unchanged"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.scale_rows = 1, 4, 200_000
@@ -216,6 +219,7 @@ def main() -> None:
     meta["minutes"] = round((time.perf_counter() - started) / 60, 1)
 
     stem = now.strftime("%Y-%m-%dT%H%M") + ("-quick" if args.quick else "")
+    stem += f"-{args.label}" if args.label else ""
     rows = report.summarize(runs)
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=1) + "\n"
@@ -223,7 +227,7 @@ def main() -> None:
     report.chart(rows, RESULTS / f"{stem}.png")
     section = report.markdown(meta, rows, f"results/{stem}.png")
     (RESULTS / f"{stem}.md").write_text(section + "\n")
-    if not args.quick:
+    if not (args.quick or args.label):
         report.update_readme(BENCH / "README.md", section)
     print(f"\n{section}\nWrote bench/results/{stem}.{{json,md,png}} in {meta['minutes']} min.")
 
