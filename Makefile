@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test lint format lock clean
+.PHONY: install run test lint format lock clean bench bench-profile bench-lock
 
 install: $(VENV)/.installed
 
@@ -40,5 +40,22 @@ lock:
 	$(BIN)/python -m pip install --quiet pip-tools
 	$(BIN)/pip-compile --quiet --strip-extras --extra dev --output-file requirements.lock pyproject.toml
 
+# Load benchmark (bench/README.md): not part of `make test` or CI. BENCH_QUICK=1 for a short run.
+bench: $(VENV)/.bench-installed
+	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk) \
+		|| { echo "make bench needs wrk: install it (Debian: apt-get install wrk) and rerun" >&2; exit 1; }
+	$(BIN)/python -m bench.run $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: bench/requirements.lock $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r bench/requirements.lock
+	touch $@
+
+bench-profile: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.profile $(or $(SCENARIO),point) $(BENCH_ARGS)
+
+bench-lock: install
+	$(BIN)/python -m pip install --quiet pip-tools
+	cd bench && ../$(BIN)/pip-compile --quiet --strip-extras --output-file requirements.lock requirements.in
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage bench/.work

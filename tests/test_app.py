@@ -84,6 +84,13 @@ async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
     await app.state.engine.dispose()
 
 
+async def test_sqlite_engine_keeps_one_connection(sqlite_url: str) -> None:
+    app = create_app(Settings(database_url=sqlite_url))
+    pool: Any = app.state.engine.pool
+    assert (pool.size(), pool._max_overflow) == (1, 0)
+    await app.state.engine.dispose()
+
+
 async def test_health_ok(client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./heroes.db"
     # Seconds a SQLite connection waits for a competing writer before giving up.
     sqlite_busy_timeout: float = Field(default=30.0, gt=0)
-    # PostgreSQL connection pool (SQLite keeps SQLAlchemy's own pool defaults).
+    # Connections per process to a SQLite database; requests queue for them (db_pool_timeout).
+    sqlite_pool_size: int = Field(default=1, ge=1)
+    # PostgreSQL connection pool.
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=10.0, gt=0)

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.config import Settings
@@ -22,7 +23,16 @@ SessionMaker = async_sessionmaker[AsyncSession]
 def make_engine(settings: Settings) -> AsyncEngine:
     """Create the app's engine: SQLite gets WAL and pragmas, PostgreSQL a sized, pre-pinged pool."""
     if settings.is_sqlite:
-        engine = create_async_engine(settings.database_url, hide_parameters=True)
+        # SQLite runs one writer at a time: connections beyond one only wait on each other's locks
+        # (busy_timeout sleeps, the source of multi-second write stalls) and add threads.
+        engine = create_async_engine(
+            settings.database_url,
+            hide_parameters=True,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=settings.sqlite_pool_size,
+            max_overflow=0,
+            pool_timeout=settings.db_pool_timeout,
+        )
         _install_sqlite_pragmas(engine, busy_timeout_ms=int(settings.sqlite_busy_timeout * 1000))
         return engine
     return create_async_engine(

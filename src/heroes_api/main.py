@@ -1,5 +1,6 @@
 """The application factory, and ``app`` for ``uvicorn heroes_api.main:app``."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,3 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 app = create_app()
+# The served process's startup objects (modules, routes, models: ~100,000) live as long as it
+# does. Moving them out of the cyclic collector's reach keeps its full collections from pausing
+# every request in flight (measured ~110 ms each under load, the p99 spikes).
+gc.freeze()

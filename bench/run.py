@@ -1,0 +1,236 @@
+"""``make bench``: the service vs an in-memory ceiling, on SQLite and PostgreSQL, then at scale.
+
+    .venv/bin/python -m bench.run [--quick] [--rounds N] [--seconds S] [--no-postgres] [--no-scale]
+
+Each round starts every target afresh (ceiling, SQLite service, PostgreSQL service; the order
+flips every round), seeds 1,000 heroes, warms up, and runs each scenario with wrk at 64
+connections. Medians over rounds are reported. The scale run loads 1,000,000 heroes and compares
+point and page reads with the 1,000-hero database, again interleaved.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.databases import PostgresDatabase, SqliteDatabase, postgres_server
+from bench.servers import Server, run_wrk, start_server
+
+BENCH = Path(__file__).resolve().parent
+WORK = BENCH / ".work"
+RESULTS = BENCH / "results"
+SEED_ROWS = 1000
+PORT = 8765
+SERVICE = "heroes_api.main:app"
+CEILING = "bench.ceiling:app"
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+Database = SqliteDatabase | PostgresDatabase
+
+
+def measure(server: Server, scenario: str, args: argparse.Namespace, **wrk: Any) -> dict[str, Any]:
+    server.reset_peak_rss()
+    raw = run_wrk(server.url, scenario, seconds=args.seconds, connections=args.connections, **wrk)
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "scenario": scenario,
+        "requests": raw["requests"],
+        "rps": raw["requests"] / seconds,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "non2xx": raw["non2xx"],
+        "socket_errors": sum(
+            raw[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+        ),
+        "peak_rss_mb": server.peak_rss_mb(),
+    }
+
+
+def serve(app: str, env: dict[str, str], max_id: int) -> Server:
+    server = start_server(app, PORT, env, WORK / "server.log")
+    run_wrk(server.url, "point", seconds=2, connections=64, max_id=max_id)  # warm up
+    return server
+
+
+def main_phase(args: argparse.Namespace, databases: list[Database]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    targets: list[Database | None] = [None, *databases]  # None: the ceiling
+    for round_ in range(args.rounds):
+        for database in targets if round_ % 2 == 0 else targets[::-1]:
+            name = database.name if database else "ceiling"
+            if database:
+                database.seed(SEED_ROWS)
+                server = serve(SERVICE, {"HEROES_DATABASE_URL": database.url}, SEED_ROWS)
+            else:
+                server = serve(CEILING, {"BENCH_SEED_ROWS": str(SEED_ROWS)}, SEED_ROWS)
+            try:
+                for scenario in report.SCENARIOS:
+                    run = measure(server, scenario, args, max_id=SEED_ROWS)
+                    runs.append(
+                        {"phase": "main", "target": name, "rows": SEED_ROWS, "round": round_, **run}
+                    )
+                    print(
+                        f"round {round_ + 1}/{args.rounds} {name:10} {scenario:7} "
+                        f"{run['rps']:8,.0f} req/s  p50 {run['p50_ms']:6.1f} ms  "
+                        f"p99 {run['p99_ms']:7.1f} ms  errors {run['non2xx']}"
+                        f"/{run['socket_errors']}  rss {run['peak_rss_mb']:.0f} MB",
+                        flush=True,
+                    )
+            finally:
+                server.stop()
+    return runs
+
+
+def scale_phase(
+    args: argparse.Namespace, small: Database, big: Database, meta: dict[str, Any]
+) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    big.create()
+    started = time.perf_counter()
+    big.seed(args.scale_rows)
+    meta["seed_rows_per_s"][small.name] = args.scale_rows / (time.perf_counter() - started)
+    small.seed(SEED_ROWS)
+    pairs = [(small, SEED_ROWS), (big, args.scale_rows)]
+    for round_ in range(args.rounds):
+        for database, rows in pairs if round_ % 2 == 0 else pairs[::-1]:
+            server = serve(SERVICE, {"HEROES_DATABASE_URL": database.url}, rows)
+            plan: list[tuple[str, str, tuple[int, int]]] = [
+                ("point", "point", (0, 0)),
+                ("page", "page", (0, 900)),
+            ]
+            if rows > SEED_ROWS:
+                plan.append(("page_deep", "page", (0, rows - 100)))
+            try:
+                for label, scenario, offsets in plan:
+                    run = measure(server, scenario, args, max_id=rows, offsets=offsets)
+                    runs.append(
+                        {
+                            "phase": "scale",
+                            "target": database.name,
+                            "rows": rows,
+                            "round": round_,
+                            **run,
+                            "scenario": label,
+                        }
+                    )
+                    print(
+                        f"scale {round_ + 1}/{args.rounds} {database.name:10} {rows:>9,} "
+                        f"{label:9} {run['rps']:8,.0f} req/s  p50 {run['p50_ms']:7.1f} ms  "
+                        f"p99 {run['p99_ms']:7.1f} ms  rss {run['peak_rss_mb']:.0f} MB",
+                        flush=True,
+                    )
+            finally:
+                server.stop()
+            meta["database_mb"][f"{database.name}:{rows}"] = database.size_bytes() / 2**20
+    big.drop()
+    return runs
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 round of 4 s, 200k-row scale run; README left unchanged",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--scale-rows", type=int, default=1_000_000)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-scale", action="store_true")
+    parser.add_argument(
+        "--label", default="", help="suffix for the result files; leaves the README unchanged"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.scale_rows = 1, 4, 200_000
+    return args
+
+
+def git_commit() -> str:
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=BENCH, capture_output=True, text=True).stdout
+
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "src").strip() else "")
+
+
+def main() -> None:
+    args = parse_args()
+    WORK.mkdir(exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    now = datetime.now()
+    meta: dict[str, Any] = {
+        "date": now.strftime("%Y-%m-%d %H:%M"),
+        "commit": git_commit(),
+        "quick": args.quick,
+        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}",
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "load_before": os.getloadavg(),
+        "seed_rows_per_s": {},
+        "database_mb": {},
+    }
+    databases: list[Database] = [SqliteDatabase(WORK / "heroes-1k.db")]
+    postgres_dsn = os.environ.get("HEROES_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    if not args.no_postgres:
+        if (problem := postgres_server(postgres_dsn)) is None:
+            databases.append(PostgresDatabase(postgres_dsn))
+        else:
+            print(
+                f"PostgreSQL pass skipped: no server at {postgres_dsn} ({problem}); "
+                "set HEROES_BENCH_POSTGRES_URL or pass --no-postgres",
+                flush=True,
+            )
+            meta["postgres_skipped"] = problem
+    runs: list[dict[str, Any]] = []
+    created: list[Database] = []
+    try:
+        for database in databases:
+            database.create()
+            created.append(database)
+        runs += main_phase(args, databases)
+        if not args.no_scale:
+            for database in databases:
+                big: Database = (
+                    SqliteDatabase(WORK / "heroes-big.db")
+                    if isinstance(database, SqliteDatabase)
+                    else PostgresDatabase(postgres_dsn)
+                )
+                created.append(big)
+                runs += scale_phase(args, database, big, meta)
+    finally:
+        for database in created:
+            database.drop()
+    meta["load_after"] = os.getloadavg()
+    meta["minutes"] = round((time.perf_counter() - started) / 60, 1)
+
+    stem = now.strftime("%Y-%m-%dT%H%M") + ("-quick" if args.quick else "")
+    stem += f"-{args.label}" if args.label else ""
+    rows = report.summarize(runs)
+    (RESULTS / f"{stem}.json").write_text(
+        json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=1) + "\n"
+    )
+    report.chart(rows, RESULTS / f"{stem}.png")
+    section = report.markdown(meta, rows, f"results/{stem}.png")
+    (RESULTS / f"{stem}.md").write_text(section + "\n")
+    if not (args.quick or args.label):
+        report.update_readme(BENCH / "README.md", section)
+    print(f"\n{section}\nWrote bench/results/{stem}.{{json,md,png}} in {meta['minutes']} min.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Start a server under test (service or ceiling) and drive it with wrk, on separate cores."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+UVICORN = ROOT / ".venv" / "bin" / "uvicorn"
+LUA = Path(__file__).with_name("wrk") / "scenario.lua"
+# The service's `make run` flags; the ceiling is served with exactly the same ones.
+UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+# Server on the first core, load generator on the second, when there are two.
+PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+SERVER_CORE, LOAD_CORE = "0", "1"
+
+
+def pinned(core: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *command] if PIN else command
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def reset_peak_rss(self) -> None:
+        """Start a new peak-RSS window (Linux clear_refs 5 resets VmHWM)."""
+        # Without it VmHWM is the peak since start: still an upper bound.
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM in /proc status")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(app: str, port: int, env: dict[str, str], log: Path) -> Server:
+    """Run ``uvicorn app`` with the service's flags and wait until /health answers 200."""
+    command = [str(UVICORN), app, "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS]
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            pinned(SERVER_CORE, command),
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{app} exited with {process.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=1) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"{app} did not become healthy in 30 s; see {log}")
+
+
+def run_wrk(
+    url: str,
+    scenario: str,
+    *,
+    seconds: float,
+    connections: int,
+    max_id: int,
+    offsets: tuple[int, int] = (0, 900),
+) -> dict[str, float]:
+    """One wrk run of a scenario; returns the numbers scenario.lua's done() reports."""
+    env = {
+        **os.environ,
+        "BENCH_SCENARIO": scenario,
+        "BENCH_MAX_ID": str(max_id),
+        "BENCH_MIN_OFFSET": str(offsets[0]),
+        "BENCH_MAX_OFFSET": str(offsets[1]),
+    }
+    # One wrk thread on its own core outruns this server many times over. The long timeout
+    # lets slow responses show up in the latency percentiles instead of vanishing as timeouts.
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+    ]
+    result = subprocess.run(
+        pinned(LOAD_CORE, command), env=env, capture_output=True, text=True, check=True
+    )
+    for line in result.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            raw: dict[str, float] = json.loads(line.removeprefix("BENCH_JSON "))
+            return raw
+    raise RuntimeError(f"wrk printed no result:\n{result.stdout}\n{result.stderr}")
