@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test lint format lock clean bench bench-profile bench-lock
+.PHONY: install run test lint format lock clean bench bench-profile bench-layers bench-lock
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,10 @@ $(VENV)/.bench-installed: bench/requirements.lock $(VENV)/.installed
 
 bench-profile: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.profile $(or $(SCENARIO),point) $(BENCH_ARGS)
+
+# CPU cost of one point read at each layer of the stack (bench/layers.py).
+bench-layers: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.layers $(BENCH_ARGS)
 
 bench-lock: install
 	$(BIN)/python -m pip install --quiet pip-tools
