@@ -84,11 +84,16 @@ async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
     await app.state.engine.dispose()
 
 
-async def test_sqlite_engine_keeps_one_connection(sqlite_url: str) -> None:
-    app = create_app(Settings(database_url=sqlite_url))
-    pool: Any = app.state.engine.pool
-    assert (pool.size(), pool._max_overflow) == (1, 0)
-    await app.state.engine.dispose()
+async def test_sqlite_reads_on_a_pool_writes_on_one_connection(sqlite_url: str) -> None:
+    app = create_app(Settings(database_url=sqlite_url, sqlite_pool_size=3))
+    readers: Any = app.state.engine.pool
+    writer: Any = app.state.write_engine.pool
+    assert (readers.size(), readers._max_overflow) == (3, 0)
+    assert (writer.size(), writer._max_overflow) == (1, 0)
+    async with LifespanManager(app), asgi_client(app) as client:
+        hero = (await client.post("/heroes/", json={"name": "a", "secret_name": "b"})).json()
+        assert writer.checkedin() == 1  # the write used, and gave back, the writer connection
+        assert (await client.get(f"/heroes/{hero['id']}")).json() == hero
 
 
 async def test_health_ok(client: httpx.AsyncClient) -> None:

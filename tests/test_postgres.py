@@ -43,5 +43,6 @@ async def test_postgres_engine_uses_pool_settings(postgres_url: str) -> None:
     app = create_app(Settings(database_url=postgres_url, db_pool_size=2, db_max_overflow=1))
     pool: Any = app.state.engine.pool
     assert (pool.size(), pool._max_overflow) == (2, 1)
+    assert app.state.write_engine is app.state.engine
     async with LifespanManager(app), asgi_client(app) as client:
         assert (await client.get("/health")).status_code == 200

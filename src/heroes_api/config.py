@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./heroes.db"
     # Seconds a SQLite connection waits for a competing writer before giving up.
     sqlite_busy_timeout: float = Field(default=30.0, gt=0)
-    # Connections per process to a SQLite database; requests queue for them (db_pool_timeout).
-    sqlite_pool_size: int = Field(default=1, ge=1)
+    # SQLite reader connections per process (writes use one more, their own); requests queue for
+    # them up to db_pool_timeout.
+    sqlite_pool_size: int = Field(default=4, ge=1)
     # PostgreSQL connection pool.
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)

@@ -21,20 +21,10 @@ SessionMaker = async_sessionmaker[AsyncSession]
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
-    """Create the app's engine: SQLite gets WAL and pragmas, PostgreSQL a sized, pre-pinged pool."""
+    """The app's engine: SQLite gets WAL, pragmas and a pool of readers; PostgreSQL a sized,
+    pre-pinged pool that serves reads and writes alike."""
     if settings.is_sqlite:
-        # SQLite runs one writer at a time: connections beyond one only wait on each other's locks
-        # (busy_timeout sleeps, the source of multi-second write stalls) and add threads.
-        engine = create_async_engine(
-            settings.database_url,
-            hide_parameters=True,
-            poolclass=AsyncAdaptedQueuePool,
-            pool_size=settings.sqlite_pool_size,
-            max_overflow=0,
-            pool_timeout=settings.db_pool_timeout,
-        )
-        _install_sqlite_pragmas(engine, busy_timeout_ms=int(settings.sqlite_busy_timeout * 1000))
-        return engine
+        return _sqlite_engine(settings, connections=settings.sqlite_pool_size)
     return create_async_engine(
         settings.database_url,
         # Error messages and logs never quote bound values: they may be a client's secret_name.
@@ -50,6 +40,30 @@ def make_engine(settings: Settings) -> AsyncEngine:
             "server_settings": {"application_name": "heroes_api"},
         },
     )
+
+
+def make_write_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """The engine that writes: on SQLite a second engine with exactly one connection.
+
+    SQLite runs one writer at a time. Writers on several connections race for its lock and the
+    losers sleep in ``busy_timeout``'s backoff (the source of multi-second write stalls); on one
+    connection they queue for it in order instead, while readers keep their own connections (WAL
+    lets them read beside the writer). PostgreSQL writes through the same pool as it reads.
+    """
+    return _sqlite_engine(settings, connections=1) if settings.is_sqlite else engine
+
+
+def _sqlite_engine(settings: Settings, *, connections: int) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        hide_parameters=True,
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=connections,
+        max_overflow=0,  # opening a connection costs a thread and four PRAGMAs: keep them
+        pool_timeout=settings.db_pool_timeout,
+    )
+    _install_sqlite_pragmas(engine, busy_timeout_ms=int(settings.sqlite_busy_timeout * 1000))
+    return engine
 
 
 def _install_sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
@@ -92,4 +106,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+async def get_write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessionmaker: SessionMaker = request.app.state.write_sessionmaker
+    async with sessionmaker() as session:
+        yield session
+
+
+# scope="function": the session closes (and its connection returns to the pool) as soon as the
+# handler returns, not after the response has been sent. Services commit before returning.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="function")]

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from heroes_api import __version__, health
 from heroes_api.config import Settings, get_settings
-from heroes_api.db import make_engine, make_sessionmaker, schema_problem
+from heroes_api.db import make_engine, make_sessionmaker, make_write_engine, schema_problem
 from heroes_api.errors import install_error_handlers
 from heroes_api.heroes.router import router as heroes_router
 from heroes_api.limits import BodySizeLimit
@@ -26,6 +26,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.engine.dispose()
+        await app.state.write_engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
+    app.state.write_engine = make_write_engine(settings, app.state.engine)
+    app.state.write_sessionmaker = make_sessionmaker(app.state.write_engine)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.include_router(heroes_router)

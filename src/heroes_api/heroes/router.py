@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from heroes_api.db import SessionDep
+from heroes_api.db import SessionDep, WriteSessionDep
 from heroes_api.errors import ErrorDetail
 from heroes_api.heroes import service
 from heroes_api.heroes.schemas import (
@@ -30,7 +30,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/", response_model=HeroPublic, summary="Create a hero")
-async def create_hero(session: SessionDep, hero: HeroCreate) -> Hero:
+async def create_hero(session: WriteSessionDep, hero: HeroCreate) -> Hero:
     """Store a new hero; a client-sent ``id`` is ignored."""
     return await service.create_hero(session, hero)
 
@@ -51,12 +51,12 @@ async def read_hero(session: SessionDep, hero_id: HeroId) -> Hero:
 
 
 @router.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Update a hero")
-async def update_hero(session: SessionDep, hero_id: HeroId, hero: HeroUpdate) -> Hero:
+async def update_hero(session: WriteSessionDep, hero_id: HeroId, hero: HeroUpdate) -> Hero:
     """Change only the fields sent; ``age`` may be set to null."""
     return await service.update_hero(session, hero_id, hero)
 
 
 @router.delete("/{hero_id}", responses=NOT_FOUND, summary="Delete a hero")
-async def delete_hero(session: SessionDep, hero_id: HeroId) -> dict[str, bool]:
+async def delete_hero(session: WriteSessionDep, hero_id: HeroId) -> dict[str, bool]:
     await service.delete_hero(session, hero_id)
     return {"ok": True}
