@@ -100,16 +100,16 @@ def run_wrk(
         "wrk",
         "-t1",
         f"-c{connections}",
-        f"-d{seconds}s",
+        f"-d{seconds:g}s",
         "--timeout",
         "10s",
         "-s",
         str(LUA),
         url,
     ]
-    result = subprocess.run(
-        pinned(LOAD_CORE, command), env=env, capture_output=True, text=True, check=True
-    )
+    result = subprocess.run(pinned(LOAD_CORE, command), env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     for line in result.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             raw: dict[str, float] = json.loads(line.removeprefix("BENCH_JSON "))
