@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     sqlite_busy_timeout: float = Field(default=30.0, gt=0)
     # SQLite reader connections per process (writes use one more, their own); requests queue for
     # them up to db_pool_timeout.
-    sqlite_pool_size: int = Field(default=4, ge=1)
+    sqlite_pool_size: int = Field(default=1, ge=1)
     # PostgreSQL connection pool.
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
