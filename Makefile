@@ -38,7 +38,7 @@ format: install
 # Re-pin every dependency (run after editing pyproject.toml's dependency lists).
 lock:
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --strip-extras --extra dev --output-file requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --output-file requirements.lock pyproject.toml
 
 # Load benchmark (bench/README.md): not part of `make test` or CI. BENCH_QUICK=1 for a short run.
 bench: $(VENV)/.bench-installed
@@ -59,7 +59,7 @@ bench-layers: $(VENV)/.bench-installed
 
 bench-lock: install
 	$(BIN)/python -m pip install --quiet pip-tools
-	cd bench && ../$(BIN)/pip-compile --quiet --strip-extras --output-file requirements.lock requirements.in
+	cd bench && ../$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock requirements.in
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage bench/.work
