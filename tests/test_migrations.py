@@ -20,7 +20,7 @@ from heroes_api.config import get_settings
 from heroes_api.db import SCHEMA_REVISION
 from tests.databases import ROOT, Databases, alembic_config, migrate
 
-# What the tutorial's `SQLModel.metadata.create_all(engine)` runs on SQLite, copied from its echo.
+# The DDL the tutorial's SQLModel table creation runs on SQLite, copied from its echo.
 TUTORIAL_SCHEMA = """
 CREATE TABLE hero (
 	name VARCHAR NOT NULL,
@@ -77,7 +77,7 @@ def test_offline_sql_renders(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.fixture
 def tutorial_db(tmp_path: Path) -> Path:
-    """The tutorial's database.db: built by create_all, with rows, unknown to Alembic."""
+    """The tutorial's database.db: built by SQLModel, with rows, unknown to Alembic."""
     path = tmp_path / "database.db"
     with sqlite3.connect(path) as connection:
         connection.executescript(TUTORIAL_SCHEMA)

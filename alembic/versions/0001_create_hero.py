@@ -19,7 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 ADOPT_HINT = (
     "This database already has a 'hero' table that Alembic does not manage (for example the "
-    "FastAPI tutorial's database.db, built by create_all). Nothing was changed. To keep its rows, "
+    "FastAPI tutorial's database.db, built without Alembic). Nothing was changed. To keep its "
+    "rows, "
     "adopt it instead: `python -m heroes_api.adopt` checks that its schema matches this revision, "
     "marks it as migrated, and then `alembic upgrade head` works (see README, 'Coming from the "
     "tutorial')."
@@ -31,7 +32,7 @@ def upgrade() -> None:
         from alembic.util import CommandError
 
         raise CommandError(ADOPT_HINT)
-    # Columns in the order the tutorial's create_all produces them.
+    # Columns in the order the tutorial's SQLModel table creation produces them.
     op.create_table(
         "hero",
         sa.Column("name", sqlmodel.AutoString(), nullable=False),

@@ -1,4 +1,4 @@
-"""Adopt the FastAPI tutorial's ``database.db`` (built by ``create_all``) without losing its rows.
+"""Adopt the FastAPI tutorial's ``database.db`` (built without Alembic), keeping its rows.
 
 Run from the repository root, with ``HEROES_DATABASE_URL`` naming the database::
 
