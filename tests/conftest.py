@@ -6,13 +6,12 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from heroes_api.config import Settings
 from heroes_api.main import create_app
 from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
-from tests.factories import asgi_client
+from tests.factories import running_client
 
 _skip_reasons: list[str] = []
 
@@ -67,7 +66,7 @@ def app(settings: Settings) -> FastAPI:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the app, with its lifespan (schema check, engine disposal) running."""
-    async with LifespanManager(app) as manager, asgi_client(manager.app) as client:
+    async with running_client(app) as client:
         yield client
 
 

@@ -1,14 +1,25 @@
 """Typed helpers that create test data through the public API."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 
 def asgi_client(app: ASGIApp) -> httpx.AsyncClient:
-    """An HTTP client calling the app in-process. Wrap the app in LifespanManager for startup."""
+    """An HTTP client calling the app in-process, without its lifespan."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@asynccontextmanager
+async def running_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on the app with its lifespan running: schema check first, engines disposed last."""
+    async with LifespanManager(app) as manager, asgi_client(manager.app) as client:
+        yield client
 
 
 async def make_hero(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from heroes_api.config import Settings, get_settings, to_async_url
 from heroes_api.db import SCHEMA_REVISION
 from heroes_api.main import SchemaNotMigrated, create_app
 from tests.databases import SqliteDatabases, alembic_config
-from tests.factories import asgi_client
+from tests.factories import asgi_client, running_client
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ async def test_sqlite_reads_on_a_pool_writes_on_one_connection(sqlite_url: str) 
     writer: Any = app.state.write_engine.pool
     assert (readers.size(), readers._max_overflow) == (3, 0)
     assert (writer.size(), writer._max_overflow) == (1, 0)
-    async with LifespanManager(app), asgi_client(app) as client:
+    async with running_client(app) as client:
         hero = (await client.post("/heroes/", json={"name": "a", "secret_name": "b"})).json()
         assert writer.checkedin() == 1  # the write used, and gave back, the writer connection
         assert (await client.get(f"/heroes/{hero['id']}")).json() == hero
@@ -121,7 +121,7 @@ async def test_unmigrated_database_fails_health(empty_database_url: str) -> None
 
 
 async def test_database_behind_head_fails_health(database_url: str, app: FastAPI) -> None:
-    async with LifespanManager(app), asgi_client(app) as client:
+    async with running_client(app) as client:
         await app.state.engine.dispose()  # let the downgrade take the tables without waiting
         await asyncio.to_thread(command.downgrade, alembic_config(database_url), "base")
         response = await client.get("/health")

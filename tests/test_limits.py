@@ -5,12 +5,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from starlette.types import Message, Receive, Scope, Send
 
 from heroes_api.config import Settings
 from heroes_api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
 from heroes_api.main import create_app
+from tests.factories import running_client
 from tests.servers import Server
 
 LIMIT = 1000
@@ -37,11 +37,8 @@ def test_default_limit_is_one_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def small_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(database_url=database_url, max_body_bytes=LIMIT))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
-    ):
-        yield c
+    async with running_client(app) as client:
+        yield client
 
 
 async def test_body_at_the_limit_is_accepted(small_client: httpx.AsyncClient) -> None:

@@ -3,12 +3,11 @@
 from typing import Any
 
 import pytest
-from asgi_lifespan import LifespanManager
 
 from heroes_api.config import Settings
 from heroes_api.main import create_app
 from tests.databases import PostgresDatabases
-from tests.factories import asgi_client
+from tests.factories import running_client
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def latin1_url(postgres_databases: PostgresDatabases) -> str:
 
 async def test_value_the_database_cannot_encode_is_422(latin1_url: str) -> None:
     app = create_app(Settings(database_url=latin1_url))
-    async with LifespanManager(app), asgi_client(app) as client:
+    async with running_client(app) as client:
         ok = await client.post("/heroes/", json={"name": "Zoë", "secret_name": "s"})
         assert ok.status_code == 200
         refused = await client.post("/heroes/", json={"name": "デッドプール", "secret_name": "s"})
@@ -44,5 +43,5 @@ async def test_postgres_engine_uses_pool_settings(postgres_url: str) -> None:
     pool: Any = app.state.engine.pool
     assert (pool.size(), pool._max_overflow) == (2, 1)
     assert app.state.write_engine is app.state.engine
-    async with LifespanManager(app), asgi_client(app) as client:
+    async with running_client(app) as client:
         assert (await client.get("/health")).status_code == 200

@@ -2,14 +2,12 @@
 every answer with an in-memory model of what the service should hold."""
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
@@ -22,6 +20,7 @@ from hypothesis.stateful import (
 )
 
 from heroes_api.heroes.schemas import INT32_MAX, INT32_MIN, TEXT_MAX_LENGTH
+from tests.factories import running_client
 
 SECRET_MARK = "Hq-Stateful-Secret"
 text = st.text(
@@ -161,20 +160,11 @@ class HeroesMachine(RuleBasedStateMachine):
         assert self.everything() == [self.model[i] for i in sorted(self.model)]
 
 
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
-    ):
-        yield c
-
-
 @pytest.fixture
 def test_client(app: FastAPI) -> Iterator[SyncClient]:
     with (
         start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(running(app)) as client,
+        portal.wrap_async_context_manager(running_client(app)) as client,
     ):
         yield SyncClient(portal, client)
 
