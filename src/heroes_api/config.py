@@ -34,6 +34,9 @@ def to_async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+BATCH_MAX_SIZE_LIMIT = 4096
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HEROES_", extra="ignore")
 
@@ -52,6 +55,12 @@ class Settings(BaseSettings):
     # Seconds a single PostgreSQL statement or connection attempt may take before the request fails.
     db_command_timeout: float = Field(default=10.0, gt=0)
     db_connect_timeout: float = Field(default=5.0, gt=0)
+    # Share database round trips between concurrent requests (heroes_api.batching): point reads
+    # become one SELECT per batch, writes one transaction per batch. false: one statement each.
+    batching: bool = True
+    # Most requests in one batch. 4096 keeps a batch of creates (3 values a row) and a batch of
+    # ids within both SQLite's (32766) and PostgreSQL's (32767) bind-parameter limits.
+    batch_max_size: int = Field(default=256, ge=1, le=BATCH_MAX_SIZE_LIMIT)
     # Largest request body accepted; larger ones get 413 before they are read.
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
 

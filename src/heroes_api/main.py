@@ -11,6 +11,7 @@ from heroes_api.config import Settings, get_settings
 from heroes_api.db import make_engine, make_sessionmaker, make_write_engine, schema_problem
 from heroes_api.errors import install_error_handlers
 from heroes_api.heroes.router import router as heroes_router
+from heroes_api.heroes.store import HeroStore
 from heroes_api.limits import BodySizeLimit
 
 
@@ -25,6 +26,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             raise SchemaNotMigrated(f"heroes_api cannot start: {problem}")
         yield
     finally:
+        await app.state.heroes.close()
         await app.state.engine.dispose()
         await app.state.write_engine.dispose()
 
@@ -42,6 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = make_sessionmaker(app.state.engine)
     app.state.write_engine = make_write_engine(settings, app.state.engine)
     app.state.write_sessionmaker = make_sessionmaker(app.state.write_engine)
+    app.state.heroes = HeroStore(
+        app.state.sessionmaker,
+        app.state.write_sessionmaker,
+        batching=settings.batching,
+        max_batch=settings.batch_max_size,
+    )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
     app.include_router(heroes_router)

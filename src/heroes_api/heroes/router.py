@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from heroes_api.db import SessionDep, WriteSessionDep
+from heroes_api.db import SessionDep
 from heroes_api.errors import ErrorDetail
 from heroes_api.heroes import service
 from heroes_api.heroes.schemas import (
@@ -15,7 +15,8 @@ from heroes_api.heroes.schemas import (
     HeroPublic,
     HeroUpdate,
 )
-from heroes_api.models import Hero
+from heroes_api.heroes.store import HeroStoreDep
+from heroes_api.responses import RenderedJSON
 
 router = APIRouter(
     prefix="/heroes",
@@ -30,9 +31,9 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/", response_model=HeroPublic, summary="Create a hero")
-async def create_hero(session: WriteSessionDep, hero: HeroCreate) -> Hero:
+async def create_hero(heroes: HeroStoreDep, hero: HeroCreate) -> RenderedJSON:
     """Store a new hero; a client-sent ``id`` is ignored."""
-    return await service.create_hero(session, hero)
+    return RenderedJSON(await heroes.create(hero))
 
 
 @router.get("/", response_model=list[HeroPublic], summary="List heroes")
@@ -40,23 +41,23 @@ async def read_heroes(
     session: SessionDep,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="Heroes to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Most heroes to return.")] = 100,
-) -> list[Hero]:
+) -> RenderedJSON:
     """A page of heroes, ordered by id."""
-    return await service.list_heroes(session, offset=offset, limit=limit)
+    return RenderedJSON(await service.list_heroes(session, offset=offset, limit=limit))
 
 
 @router.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Read a hero")
-async def read_hero(session: SessionDep, hero_id: HeroId) -> Hero:
-    return await service.get_hero(session, hero_id)
+async def read_hero(heroes: HeroStoreDep, hero_id: HeroId) -> RenderedJSON:
+    return RenderedJSON(await heroes.get(hero_id))
 
 
 @router.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Update a hero")
-async def update_hero(session: WriteSessionDep, hero_id: HeroId, hero: HeroUpdate) -> Hero:
+async def update_hero(heroes: HeroStoreDep, hero_id: HeroId, hero: HeroUpdate) -> RenderedJSON:
     """Change only the fields sent; ``age`` may be set to null."""
-    return await service.update_hero(session, hero_id, hero)
+    return RenderedJSON(await heroes.update(hero_id, hero))
 
 
 @router.delete("/{hero_id}", responses=NOT_FOUND, summary="Delete a hero")
-async def delete_hero(session: WriteSessionDep, hero_id: HeroId) -> dict[str, bool]:
-    await service.delete_hero(session, hero_id)
+async def delete_hero(heroes: HeroStoreDep, hero_id: HeroId) -> dict[str, bool]:
+    await heroes.delete(hero_id)
     return {"ok": True}

@@ -1,0 +1,119 @@
+"""Natural batching: concurrent callers share one database round trip, with no timers.
+
+A caller that finds the batcher idle runs its own item at once, in its own task: at low load
+nothing waits and nothing is scheduled. Callers that arrive while a batch runs queue up; when
+that batch ends, one task runs everything queued as the next batch (up to ``max_size`` items
+each), and goes on until the queue is empty. Under load, each round trip serves many callers.
+
+``run`` receives the items of one batch and returns one outcome per item, in order: a result,
+or an exception meant for that caller alone (one bad item must not fail its batch-mates). If
+``run`` itself raises, every caller in the batch gets that error.
+
+A caller cancelled while it waits is dropped from the queue (its item never runs); one
+cancelled while its batch runs just loses its answer, and the batch goes on for the others.
+"""
+
+import asyncio
+import contextvars
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+RunBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result | BaseException]]]
+
+
+@dataclass
+class BatchStats:
+    """Counters since start: ``items / batches`` is the mean batch size."""
+
+    batches: int = 0
+    items: int = 0
+    largest: int = 0
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.items += size
+        self.largest = max(self.largest, size)
+
+
+class Batcher(Generic[Item, Result]):
+    def __init__(self, run: RunBatch[Item, Result], *, max_size: int) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self._run = run
+        self.max_size = max_size
+        self.stats = BatchStats()
+        self._busy = False
+        self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: Item) -> Result:
+        if self._busy:
+            future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+            self._queue.append((item, future))
+            return await future  # cancelled: the future is cancelled and its item skipped
+        # Idle: run this item alone, here, now. Whatever arrives meanwhile forms the next batch.
+        self._busy = True
+        try:
+            self.stats.record(1)
+            (outcome,) = await self._run((item,))
+        finally:
+            self._hand_over()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def close(self) -> None:
+        """Wait for the queued batches to finish (lifespan shutdown, before engines close)."""
+        while self._drainer is not None:
+            await asyncio.shield(self._drainer)
+
+    def _hand_over(self) -> None:
+        if not self._queue:
+            self._busy = False
+            return
+        # One task drains the queue for as long as callers keep it non-empty. A fresh context:
+        # it serves many requests, so it must not carry the first one's context variables.
+        self._drainer = asyncio.get_running_loop().create_task(
+            self._drain(), context=contextvars.Context()
+        )
+
+    async def _drain(self) -> None:
+        try:
+            while batch := self._next_batch():
+                await self._run_batch(batch)
+        finally:
+            # Cancelled (the loop is closing): nobody will run what is still queued.
+            while self._queue:
+                self._queue.popleft()[1].cancel()
+            self._busy = False
+            self._drainer = None
+
+    def _next_batch(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        while self._queue and len(batch) < self.max_size:
+            entry = self._queue.popleft()
+            if not entry[1].done():  # done here means its caller was cancelled
+                batch.append(entry)
+        return batch
+
+    async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        self.stats.record(len(batch))
+        try:
+            outcomes = await self._run([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller went away while the batch ran
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

@@ -1,0 +1,133 @@
+"""Where hero requests meet the database: batched across concurrent requests, or one by one.
+
+With batching on (``HEROES_BATCHING``, the default) concurrent point reads share one
+``SELECT ... WHERE id IN (...)``, and concurrent writes share one transaction and one commit
+(group commit); see ``heroes_api.batching``. Every caller still gets its own answer, and a write
+is acknowledged only after the commit that holds it. With batching off, each request runs the
+same queries as a batch of one, in a session of its own.
+"""
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from heroes_api.batching import Batcher, BatchStats
+from heroes_api.db import SessionMaker
+from heroes_api.errors import HeroNotFound, is_database_down
+from heroes_api.heroes import service
+from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
+from heroes_api.heroes.service import Create, Delete, PublicHero, Update, Write
+
+Found = PublicHero | None
+
+
+class HeroStore:
+    def __init__(
+        self,
+        read_sessions: SessionMaker,
+        write_sessions: SessionMaker,
+        *,
+        batching: bool,
+        max_batch: int,
+    ) -> None:
+        self._read_sessions = read_sessions
+        self._write_sessions = write_sessions
+        # Off: a batch of one per call, with no queue in front of it.
+        self._reads = Batcher(self._read_batch, max_size=max_batch) if batching else None
+        self._writes = Batcher(self._write_batch, max_size=max_batch) if batching else None
+
+    async def get(self, hero_id: int) -> PublicHero:
+        return _found(await self._read(hero_id))
+
+    async def create(self, hero_in: HeroCreate) -> PublicHero:
+        return _found(await self._write(Create(hero_in)))
+
+    async def update(self, hero_id: int, hero_in: HeroUpdate) -> PublicHero:
+        changes = hero_in.model_dump(exclude_unset=True)
+        if not changes:
+            return await self.get(hero_id)
+        return _found(await self._write(Update(hero_id, changes)))
+
+    async def delete(self, hero_id: int) -> None:
+        _found(await self._write(Delete(hero_id)))
+
+    def batch_stats(self) -> dict[str, BatchStats]:
+        batchers = {"reads": self._reads, "writes": self._writes}
+        return {name: batcher.stats for name, batcher in batchers.items() if batcher}
+
+    async def close(self) -> None:
+        """Finish the batches in flight (lifespan shutdown, before the engines are disposed)."""
+        for batcher in (self._reads, self._writes):
+            if batcher:
+                await batcher.close()
+
+    async def _read(self, hero_id: int) -> Found:
+        if self._reads:
+            return await self._reads(hero_id)
+        (found,) = await self._read_batch((hero_id,))
+        return found
+
+    async def _write(self, write: Write) -> Found:
+        if self._writes:
+            return await self._writes(write)
+        outcome = await self._write_alone(write)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def _read_batch(self, ids: Sequence[int]) -> list[Found]:
+        async with self._read_sessions() as session:
+            heroes = await service.get_heroes(session, set(ids))
+        return [heroes.get(hero_id) for hero_id in ids]
+
+    async def _write_batch(self, writes: Sequence[Write]) -> Sequence[Found | Exception]:
+        """One transaction for the whole batch. If a statement in it fails (a value the database
+        refuses, say), nothing was committed: each write is replayed in a transaction of its
+        own, so only the write at fault gets the error. A database that is down fails them all
+        at once; so does a failed COMMIT, whose outcome is unknown and must not be replayed."""
+        try:
+            return await self._commit(writes)
+        except _StatementFailed as failed:
+            if len(writes) == 1 or is_database_down(failed.error):
+                raise failed.error from None
+        return [await self._write_alone(write) for write in writes]
+
+    async def _write_alone(self, write: Write) -> Found | Exception:
+        try:
+            (found,) = await self._commit((write,))
+        except _StatementFailed as failed:
+            return failed.error
+        except Exception as exc:
+            return exc
+        return found
+
+    async def _commit(self, writes: Sequence[Write]) -> list[Found]:
+        async with self._write_sessions() as session:
+            try:
+                outcomes = await service.apply_writes(session, writes)
+            except Exception as exc:
+                raise _StatementFailed(exc) from exc  # rolled back when the session closes
+            await session.commit()
+        return outcomes
+
+
+class _StatementFailed(Exception):
+    """A write batch failed before its COMMIT: nothing of it was stored."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _found(hero: Found) -> PublicHero:
+    if hero is None:
+        raise HeroNotFound
+    return hero
+
+
+def get_hero_store(request: Request) -> HeroStore:
+    store: HeroStore = request.app.state.heroes
+    return store
+
+
+HeroStoreDep = Annotated[HeroStore, Depends(get_hero_store)]
