@@ -110,6 +110,11 @@ class Batcher(Generic[Item, Result]):
             raise
         except Exception as exc:
             outcomes = [exc] * len(batch)
+        if len(outcomes) != len(batch):  # a bug in run: fail loudly, never leave a caller waiting
+            error = RuntimeError(
+                f"batch function gave {len(outcomes)} outcomes for {len(batch)} items"
+            )
+            outcomes = [error] * len(batch)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():  # its caller went away while the batch ran
                 continue

@@ -1,0 +1,264 @@
+"""Batching on the real stack, on each backend: shared round trips, and every caller's own truth."""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from heroes_api.config import BATCH_MAX_SIZE_LIMIT, Settings
+from heroes_api.heroes import service
+from heroes_api.heroes.schemas import HeroCreate
+from heroes_api.heroes.store import HeroStore
+from heroes_api.main import create_app
+from tests.factories import asgi_client, make_hero, read_all_heroes, running_client
+
+NOT_FOUND = {"detail": "Hero not found"}
+
+
+def store(app: FastAPI) -> HeroStore:
+    heroes: HeroStore = app.state.heroes
+    return heroes
+
+
+@contextmanager
+def hero_selects(engine: AsyncEngine) -> Iterator[list[tuple[Any, ...]]]:
+    """The parameters of every ``SELECT ... FROM hero`` the engine runs meanwhile."""
+    seen: list[tuple[Any, ...]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM hero" in statement:
+            seen.append(tuple(parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_concurrent_reads_share_selects_and_read_each_id_once(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    heroes = [await make_hero(client, name=f"hero {n}", age=n) for n in range(5)]
+    ids = [hero["id"] for hero in heroes]
+    wanted = [*ids, *ids, 9999, *ids, 9999]  # duplicates and a missing id in one burst
+    with hero_selects(app.state.engine) as selects:
+        responses = await asyncio.gather(*(client.get(f"/heroes/{i}") for i in wanted))
+    by_id = {hero["id"]: hero for hero in heroes}
+    for hero_id, response in zip(wanted, responses, strict=True):
+        if hero_id in by_id:
+            assert (response.status_code, response.json()) == (200, by_id[hero_id])
+        else:
+            assert (response.status_code, response.json()) == (404, NOT_FOUND)
+    assert len(selects) < len(wanted) / 2, selects  # shared round trips
+    for parameters in selects:  # the same id twice in a batch is read once
+        assert len(parameters) == len(set(parameters)), parameters
+    reads = store(app).batch_stats()["reads"]
+    assert reads.largest > 1
+
+
+async def test_a_read_after_a_write_sees_it_while_batches_run(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Other readers keep the read batcher busy, so each check lands in a queued batch; it must
+    still see the write that was acknowledged before it started (SQLite reads and writes use
+    different connections)."""
+    hero = await make_hero(client, age=0)
+    url = f"/heroes/{hero['id']}"
+    done = asyncio.Event()
+
+    async def noise() -> None:
+        for _ in range(5000):  # bounded; ends when the checks are done
+            if done.is_set():
+                return
+            assert (await client.get(url)).status_code in (200, 404)
+
+    readers = [asyncio.create_task(noise()) for _ in range(8)]
+    try:
+        for n in range(1, 31):
+            assert (await client.patch(url, json={"age": n})).json()["age"] == n
+            assert (await client.get(url)).json()["age"] == n
+            created = await make_hero(client, name=f"new {n}")
+            assert (await client.get(f"/heroes/{created['id']}")).json() == created
+        assert (await client.delete(url)).json() == {"ok": True}
+        for _ in range(10):  # a deleted hero never comes back
+            assert (await client.get(url)).status_code == 404
+    finally:
+        done.set()
+        await asyncio.gather(*readers)
+    assert store(app).batch_stats()["reads"].largest > 1
+
+
+async def test_concurrent_creates_get_their_own_rows_and_all_are_listed(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    bodies = [{"name": f"hero {n}", "secret_name": "s", "age": n % 7} for n in range(150)]
+    responses = await asyncio.gather(*(client.post("/heroes/", json=body) for body in bodies))
+    created = [response.json() for response in responses]
+    assert [response.status_code for response in responses] == [200] * len(bodies)
+    for body, hero in zip(bodies, created, strict=True):  # rows matched to their requests
+        assert (hero["name"], hero["age"]) == (body["name"], body["age"])
+    assert len({hero["id"] for hero in created}) == len(bodies)
+    assert await read_all_heroes(client) == {hero["id"]: hero for hero in created}
+    writes = store(app).batch_stats()["writes"]
+    assert writes.largest > 1
+    assert writes.batches < len(bodies)
+
+
+async def test_writes_in_one_batch_each_get_their_own_answer(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    existing = [await make_hero(client, name=f"old {n}") for n in range(3)]
+    first, second, third = (hero["id"] for hero in existing)
+    requests = [
+        client.post("/heroes/", json={"name": "fresh", "secret_name": "s"}),
+        client.patch(f"/heroes/{first}", json={"age": 41}),
+        client.patch("/heroes/9999", json={"age": 1}),
+        client.delete(f"/heroes/{second}"),
+        client.delete("/heroes/9998"),
+        client.patch(f"/heroes/{second}", json={"age": 2}),  # deleted just before, same batch
+        client.patch(f"/heroes/{third}", json={}),  # an empty PATCH is a read
+    ]
+    responses = await asyncio.gather(*requests)
+    statuses = [response.status_code for response in responses]
+    assert statuses == [200, 200, 404, 200, 404, 404, 200]
+    assert responses[1].json() == {**existing[0], "age": 41}
+    assert responses[6].json() == existing[2]
+    stored = await read_all_heroes(client)
+    assert sorted(stored) == sorted([first, third, responses[0].json()["id"]])
+    assert stored[first]["age"] == 41
+
+
+REFUSE_BOOM = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON hero WHEN NEW.name = 'Boom' "
+        "BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        "CREATE TRIGGER refuse_boom_update BEFORE UPDATE ON hero WHEN NEW.name = 'Boom' "
+        "BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.name = 'Boom' THEN RAISE EXCEPTION 'boom' USING ERRCODE = '22023'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_boom BEFORE INSERT OR UPDATE ON hero "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+    ],
+}
+
+
+async def test_a_write_the_database_refuses_does_not_fail_its_batch_mates(app: FastAPI) -> None:
+    """A trigger refuses the name 'Boom' (PostgreSQL: a data error, 422; SQLite: a constraint
+    error, which this service treats as a bug, 500). The batch holding it is rolled back and
+    replayed write by write: only that request fails, and nothing of it is stored."""
+    engine: AsyncEngine = app.state.write_engine
+    async with engine.begin() as connection:
+        for statement in REFUSE_BOOM[engine.dialect.name]:
+            await connection.execute(text(statement))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            target = await make_hero(client, name="target")
+            names = [f"ok {n}" for n in range(20)]
+            names[7] = names[13] = "Boom"
+            creates = [client.post("/heroes/", json={"name": n, "secret_name": "s"}) for n in names]
+            patches = [
+                client.patch(f"/heroes/{target['id']}", json={"name": "Boom"}),
+                client.patch(f"/heroes/{target['id']}", json={"age": 5}),
+            ]
+            responses = await asyncio.gather(*creates, *patches)
+            refused = 422 if engine.dialect.name == "postgresql" else 500
+            expected = [refused if name == "Boom" else 200 for name in names] + [refused, 200]
+            assert [response.status_code for response in responses] == expected
+            stored = await read_all_heroes(client)
+    assert store(app).batch_stats()["writes"].largest > 1
+    assert sorted(hero["name"] for hero in stored.values()) == sorted(
+        ["target", *(name for name in names if name != "Boom")]
+    )
+    assert stored[target["id"]] == {**target, "age": 5}
+
+
+async def test_batch_size_is_capped(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, batch_max_size=3))
+    async with running_client(app) as client:
+        hero = await make_hero(client)
+        responses = await asyncio.gather(*(client.get(f"/heroes/{hero['id']}") for _ in range(30)))
+        assert {response.status_code for response in responses} == {200}
+        created = await asyncio.gather(*(make_hero(client, name=f"h{n}") for n in range(30)))
+        assert len({hero["id"] for hero in created}) == 30
+    stats = store(app).batch_stats()
+    assert stats["reads"].largest == 3
+    assert stats["writes"].largest == 3
+
+
+async def test_a_batch_at_the_largest_cap_stays_within_bind_parameter_limits(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The biggest batch the settings allow, in one transaction: a multi-row INSERT ... RETURNING
+    with three values a row, and one SELECT ... IN of as many ids, on each backend."""
+    size = BATCH_MAX_SIZE_LIMIT
+    writes = [
+        service.Create(HeroCreate(name=f"h{n}", secret_name="s", age=n % 100)) for n in range(size)
+    ]
+    async with app.state.write_sessionmaker() as session:
+        created = await service.apply_writes(session, writes)
+        await session.commit()
+    assert [hero and hero["name"] for hero in created] == [f"h{n}" for n in range(size)]
+    ids = [hero["id"] for hero in created if hero]
+    assert len(set(ids)) == size
+    async with app.state.sessionmaker() as session:
+        found = await service.get_heroes(session, ids)
+    assert found == {hero["id"]: hero for hero in created if hero}
+
+
+async def test_shutdown_finishes_the_batches_in_flight(database_url: str) -> None:
+    """60 writes queued in batches of 5 when shutdown begins: all of them run before it ends."""
+    app = create_app(Settings(database_url=database_url, batch_max_size=5))
+    heroes = store(app)
+    async with LifespanManager(app) as manager, asgi_client(manager.app) as client:
+        tasks = [asyncio.create_task(make_hero(client, name=f"h{n}")) for n in range(60)]
+        for _ in range(10_000):  # until the first write ran inline and the rest are queued
+            if heroes.batch_stats()["writes"].items > 1:
+                break
+            await asyncio.sleep(0)
+    # The lifespan has shut down: every queued write ran before the engines were disposed.
+    assert heroes.batch_stats()["writes"].items == 60
+    created = await asyncio.gather(*tasks)
+    async with running_client(create_app(Settings(database_url=database_url))) as client:
+        assert sorted(await read_all_heroes(client)) == sorted(hero["id"] for hero in created)
+
+
+async def test_batching_off_runs_one_statement_per_request(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, batching=False))
+    async with running_client(app) as client:
+        created = await asyncio.gather(*(make_hero(client, name=f"h{n}") for n in range(20)))
+        with hero_selects(app.state.engine) as selects:
+            responses = await asyncio.gather(*(client.get(f"/heroes/{h['id']}") for h in created))
+        assert [response.json() for response in responses] == created
+        assert len(selects) == len(created)
+        assert (await client.get("/heroes/9999")).json() == NOT_FOUND
+        assert (await client.patch("/heroes/9999", json={"age": 1})).json() == NOT_FOUND
+    assert store(app).batch_stats() == {}
+
+
+@pytest.fixture
+async def unbatched_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_client(
+        create_app(Settings(database_url=database_url, batching=False))
+    ) as client:
+        yield client
+
+
+async def test_batching_off_keeps_the_contract(unbatched_client: httpx.AsyncClient) -> None:
+    hero = await make_hero(unbatched_client)
+    url = f"/heroes/{hero['id']}"
+    assert (await unbatched_client.patch(url, json={"age": None})).json() == {**hero, "age": None}
+    assert (await unbatched_client.patch(url, json={})).json() == {**hero, "age": None}
+    assert (await unbatched_client.delete(url)).json() == {"ok": True}
+    assert (await unbatched_client.delete(url)).status_code == 404
