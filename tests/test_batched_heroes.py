@@ -262,3 +262,35 @@ async def test_batching_off_keeps_the_contract(unbatched_client: httpx.AsyncClie
     assert (await unbatched_client.patch(url, json={})).json() == {**hero, "age": None}
     assert (await unbatched_client.delete(url)).json() == {"ok": True}
     assert (await unbatched_client.delete(url)).status_code == 404
+
+
+async def test_creates_differing_only_in_secret_name_get_their_own_rows(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Rows of a multi-row INSERT are matched to requests by content: even requests that differ
+    only in the secret, and identical ones, each get the id of a row holding exactly their data."""
+    secrets = [f"secret {n % 12}" for n in range(40)]  # duplicates too
+    bodies = [{"name": "Twin", "age": 7, "secret_name": secret} for secret in secrets]
+    responses = await asyncio.gather(*(client.post("/heroes/", json=body) for body in bodies))
+    ids = [response.json()["id"] for response in responses]
+    assert len(set(ids)) == len(bodies)
+    async with app.state.engine.connect() as connection:
+        rows = await connection.execute(text("SELECT id, secret_name FROM hero"))
+        stored: dict[int, str] = dict(rows.all())
+    assert [stored[hero_id] for hero_id in ids] == secrets
+    assert store(app).batch_stats()["writes"].largest > 1
+
+
+async def test_patches_of_one_hero_in_one_batch_each_see_their_own_change(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    hero = await make_hero(client, name="start", age=0)
+    url = f"/heroes/{hero['id']}"
+    changes = [{"name": f"n{k}"} if k % 2 == 0 else {"age": k} for k in range(20)]
+    responses = await asyncio.gather(*(client.patch(url, json=change) for change in changes))
+    for change, response in zip(changes, responses, strict=True):
+        assert response.status_code == 200
+        assert response.json().items() >= change.items()  # the state right after this PATCH
+    final = (await client.get(url)).json()
+    assert final == {"id": hero["id"], "name": "n18", "age": 19}  # applied in arrival order
+    assert store(app).batch_stats()["writes"].largest > 1

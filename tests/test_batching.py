@@ -44,7 +44,7 @@ async def settle() -> None:
 
 
 def other_tasks() -> set[asyncio.Task[object]]:
-    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+    return asyncio.all_tasks() - {asyncio.current_task()}
 
 
 async def hold_first(run: Recorder, batcher: Batcher[int, int]) -> asyncio.Task[int]:
