@@ -2,6 +2,7 @@
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +13,65 @@ import matplotlib.pyplot as plt
 
 SCENARIOS = ["point", "page", "create", "patch", "mixed"]
 SCALE_SCENARIOS = ["point", "page", "page_deep"]
+# The batchers (HeroStore.batch_stats()) each scenario goes through; page reads are not batched.
+BATCHERS: dict[str, tuple[str, ...]] = {
+    "point": ("reads",),
+    "page": (),
+    "create": ("writes",),
+    "patch": ("writes",),
+    "mixed": ("reads", "writes"),
+    "page_deep": (),
+}
+BACKENDS = ["sqlite", "postgresql"]
+TARGETS = ["ceiling", "sqlite", "sqlite-unbatched", "postgresql", "postgresql-unbatched"]
+COLORS = {
+    "ceiling": "#7f7f7f",
+    "sqlite": "#1f77b4",
+    "sqlite-unbatched": "#aec7e8",
+    "postgresql": "#ff7f0e",
+    "postgresql-unbatched": "#ffbb78",
+}
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 Run = dict[str, Any]
+MeanBatch = dict[str, float] | None
+
+
+def mean_batch(batches: dict[str, dict[str, int]]) -> MeanBatch:
+    """{batcher: items / batches} for the batchers that ran any batch; None when none did."""
+    means = {name: d["items"] / d["batches"] for name, d in batches.items() if d["batches"]}
+    return means or None
+
+
+def format_batch(means: MeanBatch) -> str:
+    return ", ".join(f"{name} {value:.1f}" for name, value in (means or {}).items())
+
+
+def _total_batches(group: Iterable[Run]) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {}
+    for run in group:
+        for name, delta in run.get("batches", {}).items():
+            into = total.setdefault(name, {"batches": 0, "items": 0})
+            into["batches"] += delta["batches"]
+            into["items"] += delta["items"]
+    return total
 
 
 def summarize(runs: list[Run]) -> list[Run]:
-    """One row per (phase, target, rows, scenario): medians over rounds, totals of errors."""
-    groups: dict[tuple[str, str, int, str], list[Run]] = defaultdict(list)
+    """One row per (phase, target, rows, scenario, connections): medians over rounds, totals of
+    errors, and the mean batch size over every batch of every round."""
+    groups: dict[tuple[str, str, int, str, int], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[run["phase"], run["target"], run["rows"], run["scenario"]].append(run)
+        key = run["phase"], run["target"], run["rows"], run["scenario"], run["connections"]
+        groups[key].append(run)
     rows = []
-    for (phase, target, n, scenario), group in groups.items():
+    for (phase, target, n, scenario, connections), group in groups.items():
         rows.append(
             {
                 "phase": phase,
                 "target": target,
                 "rows": n,
                 "scenario": scenario,
+                "connections": connections,
                 "rounds": len(group),
                 "rps": statistics.median(r["rps"] for r in group),
                 "p50_ms": statistics.median(r["p50_ms"] for r in group),
@@ -37,14 +80,18 @@ def summarize(runs: list[Run]) -> list[Run]:
                 "socket_errors": sum(r["socket_errors"] for r in group),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in group),
                 "requests": sum(r["requests"] for r in group),
+                "mean_batch": mean_batch(_total_batches(group)),
             }
         )
-    ceiling = {r["scenario"]: r["rps"] for r in rows if r["target"] == "ceiling"}
+    ceiling = {
+        (r["scenario"], r["connections"]): r["rps"]
+        for r in rows
+        if r["target"] == "ceiling" and r["phase"] == "main"
+    }
     for row in rows:
+        same = row["scenario"], row["connections"]
         row["vs_ceiling"] = (
-            row["rps"] / ceiling[row["scenario"]]
-            if row["scenario"] in ceiling and row["phase"] == "main"
-            else None
+            row["rps"] / ceiling[same] if same in ceiling and row["phase"] == "main" else None
         )
     return rows
 
@@ -53,22 +100,42 @@ def _find(table: list[Run], **match: Any) -> Run | None:
     return next((r for r in table if all(r[k] == v for k, v in match.items())), None)
 
 
-def targets(rows: list[Run]) -> list[tuple[str, str, bool]]:
-    """(target, measured, holds) for issue 5's goals, per database backend."""
-    checks: list[tuple[str, str, bool]] = []
-    backends = sorted(
-        {r["target"] for r in rows if r["target"] != "ceiling"}, key=lambda t: t != "sqlite"
+def _main(rows: list[Run], connections: int) -> list[Run]:
+    """Main-phase rows at one connection count, in target then scenario order."""
+    return sorted(
+        (r for r in rows if r["phase"] == "main" and r["connections"] == connections),
+        key=lambda r: (TARGETS.index(r["target"]), SCENARIOS.index(r["scenario"])),
     )
-    for backend in backends:
-        main = [r for r in rows if r["phase"] == "main" and r["target"] == backend]
-        errors = sum(r["non2xx"] + r["socket_errors"] for r in rows if r["target"] == backend)
-        checks.append((f"{backend}: zero non-2xx and socket errors", f"{errors}", errors == 0))
-        for scenario, floor in (
-            ("point", 0.30),
-            ("mixed", 0.25),
-            ("create", 0.15),
-            ("patch", 0.15),
-        ):
+
+
+# Issue 8: the least share of the ceiling's throughput (64 connections) per backend and scenario.
+FLOORS = {
+    "sqlite": {"point": 0.50, "page": 0.35, "create": 0.25, "patch": 0.25, "mixed": 0.40},
+    "postgresql": {"point": 0.35, "create": 0.20, "patch": 0.20, "mixed": 0.30},
+}
+TAIL_SCENARIOS = ["point", "page", "create", "patch"]  # p99 <= 3x p50 in each
+
+
+def targets(rows: list[Run], meta: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, holds) for issue 8's goals, per database backend (batching on)."""
+    checks: list[tuple[str, str, bool]] = []
+    main_c, low_c, high_c = meta["connections"], meta["low_connections"], meta["high_connections"]
+    for backend in (b for b in BACKENDS if any(r["target"] == b for r in rows)):
+        main = [r for r in _main(rows, main_c) if r["target"] == backend]
+        errors = sum(
+            r["non2xx"] + r["socket_errors"]
+            for r in rows
+            if r["target"] == backend and r["connections"] != high_c
+        )
+        checks.append(
+            (
+                f"{backend}: zero non-2xx and socket errors ({main_c} and {low_c} connections"
+                + (", scale run)" if meta.get("scale_rounds") else ")"),
+                f"{errors}",
+                errors == 0,
+            )
+        )
+        for scenario, floor in FLOORS[backend].items():
             row = _find(main, scenario=scenario)
             if row and row["vs_ceiling"] is not None:
                 checks.append(
@@ -78,81 +145,171 @@ def targets(rows: list[Run]) -> list[tuple[str, str, bool]]:
                         row["vs_ceiling"] >= floor,
                     )
                 )
-        worst = max(main, key=lambda r: r["p99_ms"] / r["p50_ms"], default=None)
-        if worst:
+        tails = [r for r in main if r["scenario"] in TAIL_SCENARIOS]
+        if worst := max(tails, key=lambda r: r["p99_ms"] / r["p50_ms"], default=None):
             ratio = worst["p99_ms"] / worst["p50_ms"]
             checks.append(
                 (
-                    f"{backend}: p99 <= 3x p50 in every scenario",
+                    f"{backend}: p99 <= 3x p50 in {', '.join(TAIL_SCENARIOS)}",
                     f"worst {ratio:.1f}x ({worst['scenario']})",
                     ratio <= 3,
                 )
             )
-        big_rows = max(
-            (r["rows"] for r in rows if r["phase"] == "scale" and r["target"] == backend),
-            default=None,
-        )
-        small = _find(rows, phase="scale", target=backend, rows=1000, scenario="point")
-        big = _find(rows, phase="scale", target=backend, rows=big_rows, scenario="point")
-        if big and small and big_rows:
-            rss = max(
-                r["peak_rss_mb"]
-                for r in rows
-                if r["phase"] == "scale" and r["target"] == backend and r["rows"] == big_rows
-            )
+        mixed, create = _find(main, scenario="mixed"), _find(main, scenario="create")
+        if mixed and create:
+            ratio = mixed["p99_ms"] / create["p99_ms"]
             checks.append(
                 (
-                    f"{backend}: server RSS < 150 MB with {big_rows:,} heroes",
-                    f"{rss:.0f} MB",
-                    rss < 150,
+                    f"{backend}: mixed p99 <= 2x create p99",
+                    f"{mixed['p99_ms']:.0f} / {create['p99_ms']:.0f} ms = {ratio:.2f}x",
+                    ratio <= 2,
                 )
             )
-            kept = big["rps"] / small["rps"]
+        low = _main(rows, low_c)
+        pairs = [
+            (on, off)
+            for on in low
+            if on["target"] == backend
+            and (off := _find(low, target=f"{backend}-unbatched", scenario=on["scenario"]))
+        ]
+        if pairs:
+            on, off = max(pairs, key=lambda pair: pair[0]["p50_ms"] / pair[1]["p50_ms"])
+            worst_ratio = on["p50_ms"] / off["p50_ms"]
             checks.append(
                 (
-                    f"{backend}: point reads at {big_rows:,} rows within 20% of 1,000",
-                    f"{kept:.0%} of 1k",
-                    kept >= 0.8,
+                    f"{backend}: p50 at {low_c} connection, batching on <= 1.10x off, "
+                    "every scenario",
+                    f"worst {worst_ratio - 1:+.1%} ({on['scenario']})",
+                    worst_ratio <= 1.10,
+                )
+            )
+        high = [r for r in _main(rows, high_c) if r["target"] == backend]
+        if high:
+            errors = sum(r["non2xx"] + r["socket_errors"] for r in high)
+            checks.append(
+                (
+                    f"{backend}: zero errors at {high_c:,} connections "
+                    f"({', '.join(r['scenario'] for r in high)})",
+                    f"{errors}",
+                    errors == 0,
                 )
             )
     return checks
 
 
+def _ms(value: float) -> str:
+    return f"{value:,.1f}"
+
+
 def markdown(meta: dict[str, Any], rows: list[Run], chart: str) -> str:
+    main_c, low_c, high_c = meta["connections"], meta["low_connections"], meta["high_connections"]
+    low_seconds = meta.get("low_seconds", meta["seconds"])
     lines = [
         f"Run {meta['date']} on {meta['machine']}, commit `{meta['commit']}`; "
-        f"{meta['rounds']} interleaved rounds of {meta['seconds']} s per scenario, "
-        f"{meta['connections']} connections, medians shown"
-        f"{' (QUICK run: indicative only)' if meta['quick'] else ''}.",
+        f"{meta['rounds']} interleaved rounds; per server start every scenario at {main_c} "
+        f"connections ({meta['seconds']:g} s each), every scenario at {low_c} connection "
+        f"({low_seconds:g} s each), point and mixed at {high_c:,} connections "
+        f"({meta['seconds']:g} s each); medians shown; took {meta.get('minutes', '?')} min"
+        f"{' (QUICK run: indicative only)' if meta['quick'] else ''}. `-unbatched`: the same "
+        "service with `HEROES_BATCHING=false`. Mean batch: requests per SELECT (reads) or per "
+        "transaction (writes), over every round.",
+        "",
+        f"**{main_c} connections**",
         "",
         "| target | scenario | req/s | p50 ms | p99 ms | p99/p50 | non-2xx | socket errors "
-        "| peak RSS MB | vs ceiling |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| peak RSS MB | vs ceiling | mean batch |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
-    order = {"ceiling": 0, "sqlite": 1, "postgresql": 2}
-    main = sorted(
-        (r for r in rows if r["phase"] == "main"),
-        key=lambda r: (order[r["target"]], SCENARIOS.index(r["scenario"])),
-    )
-    for r in main:
+    for r in _main(rows, main_c):
         ratio = "" if r["vs_ceiling"] is None else f"{r['vs_ceiling']:.0%}"
         lines.append(
-            f"| {r['target']} | {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} "
-            f"| {r['p99_ms']:.1f} | {r['p99_ms'] / r['p50_ms']:.1f} | {r['non2xx']} "
-            f"| {r['socket_errors']} | {r['peak_rss_mb']:.0f} | {ratio} |"
+            f"| {r['target']} | {r['scenario']} | {r['rps']:,.0f} | {_ms(r['p50_ms'])} "
+            f"| {_ms(r['p99_ms'])} | {r['p99_ms'] / r['p50_ms']:.1f} | {r['non2xx']} "
+            f"| {r['socket_errors']} | {r['peak_rss_mb']:.0f} | {ratio} "
+            f"| {format_batch(r['mean_batch'])} |"
         )
-    lines += ["", "| target (issue 5) | measured | holds |", "|---|---|---|"]
+
+    main = _main(rows, main_c)
+    on_off = [
+        (on, off)
+        for on in main
+        if on["target"] in BACKENDS
+        and (off := _find(main, target=f"{on['target']}-unbatched", scenario=on["scenario"]))
+    ]
+    if on_off:
+        lines += [
+            "",
+            f"**Batching on vs off, {main_c} connections**",
+            "",
+            "| backend | scenario | req/s on | req/s off | on / off | p99 ms on | p99 ms off "
+            "| mean batch |",
+            "|---|---|--:|--:|--:|--:|--:|---|",
+        ]
+        for on, off in on_off:
+            lines.append(
+                f"| {on['target']} | {on['scenario']} | {on['rps']:,.0f} | {off['rps']:,.0f} "
+                f"| {on['rps'] / off['rps']:.2f}x | {_ms(on['p99_ms'])} | {_ms(off['p99_ms'])} "
+                f"| {format_batch(on['mean_batch'])} |"
+            )
+
+    low = _main(rows, low_c)
+    low_pairs = [
+        (on, off)
+        for on in low
+        if on["target"] in BACKENDS
+        and (off := _find(low, target=f"{on['target']}-unbatched", scenario=on["scenario"]))
+    ]
+    if low_pairs:
+        lines += [
+            "",
+            f"**{low_c} connection: the cost of batching at low load**",
+            "",
+            "| backend | scenario | p50 ms on | p50 ms off | on vs off | req/s on | req/s off "
+            "| ceiling p50 ms | mean batch |",
+            "|---|---|--:|--:|--:|--:|--:|--:|---|",
+        ]
+        for on, off in low_pairs:
+            ceiling = _find(low, target="ceiling", scenario=on["scenario"])
+            ceiling_p50 = f"{ceiling['p50_ms']:.2f}" if ceiling else ""
+            lines.append(
+                f"| {on['target']} | {on['scenario']} | {on['p50_ms']:.2f} | {off['p50_ms']:.2f} "
+                f"| {on['p50_ms'] / off['p50_ms'] - 1:+.1%} | {on['rps']:,.0f} "
+                f"| {off['rps']:,.0f} | {ceiling_p50} "
+                f"| {format_batch(on['mean_batch'])} |"
+            )
+
+    high = _main(rows, high_c)
+    if high:
+        lines += [
+            "",
+            f"**{high_c:,} connections**",
+            "",
+            "| target | scenario | req/s | p50 ms | p99 ms | non-2xx | socket errors "
+            "| peak RSS MB | mean batch |",
+            "|---|---|--:|--:|--:|--:|--:|--:|---|",
+        ]
+        for r in high:
+            lines.append(
+                f"| {r['target']} | {r['scenario']} | {r['rps']:,.0f} | {_ms(r['p50_ms'])} "
+                f"| {_ms(r['p99_ms'])} | {r['non2xx']} | {r['socket_errors']} "
+                f"| {r['peak_rss_mb']:.0f} | {format_batch(r['mean_batch'])} |"
+            )
+
+    lines += ["", "| target (issue 8) | measured | holds |", "|---|---|---|"]
     lines += [
-        f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in targets(rows)
+        f"| {name} | {value} | {'yes' if ok else '**no**'} |"
+        for name, value, ok in targets(rows, meta)
     ]
     scale = sorted(
         (r for r in rows if r["phase"] == "scale"),
-        key=lambda r: (order[r["target"]], SCALE_SCENARIOS.index(r["scenario"]), r["rows"]),
+        key=lambda r: (TARGETS.index(r["target"]), SCALE_SCENARIOS.index(r["scenario"]), r["rows"]),
     )
     if scale:
         lines += [
             "",
-            "Scale run (`page` offsets 0..900, `page_deep` offsets anywhere in the table):",
+            f"Scale run, batching on, {meta.get('scale_rounds', meta['rounds'])} interleaved "
+            f"rounds at {main_c} connections (`page` offsets 0..900, `page_deep` offsets "
+            "anywhere in the table):",
             "",
             "| target | heroes | scenario | req/s | p50 ms | p99 ms | non-2xx | socket errors "
             "| peak RSS MB | database MB |",
@@ -163,35 +320,43 @@ def markdown(meta: dict[str, Any], rows: list[Run], chart: str) -> str:
             size = sizes.get(f"{r['target']}:{r['rows']}", 0.0)
             lines.append(
                 f"| {r['target']} | {r['rows']:,} | {r['scenario']} | {r['rps']:,.0f} "
-                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['non2xx']} | {r['socket_errors']} "
-                f"| {r['peak_rss_mb']:.0f} | {size:.1f} |"
+                f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['non2xx']} "
+                f"| {r['socket_errors']} | {r['peak_rss_mb']:.0f} | {size:.1f} |"
             )
         for target, rate in meta.get("seed_rows_per_s", {}).items():
             lines.append(f"\nBulk load into {target}: {rate:,.0f} rows/s.")
-    lines += ["", f"![throughput and p99 per scenario, service vs ceiling]({chart})", ""]
+    lines += [
+        "",
+        f"![throughput and p99 at {main_c} connections and p50 at {low_c}, per scenario: "
+        f"ceiling, and the service with batching on and off]({chart})",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def chart(rows: list[Run], path: Path) -> None:
-    main = [r for r in rows if r["phase"] == "main"]
-    names = [t for t in ("ceiling", "sqlite", "postgresql") if any(r["target"] == t for r in main)]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        by = {r["scenario"]: r for r in main if r["target"] == name}
-        xs = [n + i * width for n in range(len(SCENARIOS))]
-        left.bar(xs, [by[s]["rps"] if s in by else 0 for s in SCENARIOS], width, label=name)
-        right.bar(xs, [by[s]["p99_ms"] if s in by else 0 for s in SCENARIOS], width, label=name)
-    for axis, title in (
-        (left, "throughput (req/s, higher is better)"),
-        (right, "p99 latency (ms, lower is better)"),
-    ):
+def chart(rows: list[Run], path: Path, meta: dict[str, Any]) -> None:
+    main_c, low_c = meta["connections"], meta["low_connections"]
+    figure, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    panels = [
+        (main_c, "rps", f"throughput at {main_c} connections (req/s, higher is better)"),
+        (main_c, "p99_ms", f"p99 at {main_c} connections (ms, lower is better)"),
+        (low_c, "p50_ms", f"p50 at {low_c} connection (ms, lower is better)"),
+    ]
+    for axis, (connections, field, title) in zip(axes, panels, strict=True):
+        table = _main(rows, connections)
+        names = [t for t in TARGETS if any(r["target"] == t for r in table)]
+        width = 0.8 / max(len(names), 1)
+        for i, name in enumerate(names):
+            by = {r["scenario"]: r for r in table if r["target"] == name}
+            xs = [n + i * width for n in range(len(SCENARIOS))]
+            values = [by[s][field] if s in by else 0 for s in SCENARIOS]
+            axis.bar(xs, values, width, label=name, color=COLORS[name])
         axis.set_xticks(
             [n + width * (len(names) - 1) / 2 for n in range(len(SCENARIOS))], SCENARIOS
         )
-        axis.set_title(title)
-        axis.legend()
-    figure.suptitle("heroes_api vs in-memory ceiling, 64 connections (medians)")
+        axis.set_title(title, fontsize=10)
+        axis.legend(fontsize=8)
+    figure.suptitle("heroes_api (batching on and off) vs in-memory ceiling, medians")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -1,11 +1,15 @@
-"""``make bench``: the service vs an in-memory ceiling, on SQLite and PostgreSQL, then at scale.
+"""``make bench``: the service vs an in-memory ceiling, batching on and off, then at scale.
 
-    .venv/bin/python -m bench.run [--quick] [--rounds N] [--seconds S] [--no-postgres] [--no-scale]
+    .venv/bin/python -m bench.run [--quick] [--rounds N] [--seconds S] [--low-seconds S]
+        [--scale-rounds N] [--no-postgres] [--no-scale] [--port P] [--label NAME]
 
-Each round starts every target afresh (ceiling, SQLite service, PostgreSQL service; the order
-flips every round), seeds 1,000 heroes, warms up, and runs each scenario with wrk at 64
-connections. Medians over rounds are reported. The scale run loads 1,000,000 heroes and compares
-point and page reads with the 1,000-hero database, again interleaved.
+Each round starts every target afresh (ceiling; SQLite with batching on, then off; PostgreSQL
+with batching on, then off; the order flips every round), seeds 1,000 heroes, warms up, and runs
+every scenario with wrk at 64 connections, then every scenario at 1 connection (the cost at low
+load), then point and mixed at 1,024 connections. The service's batch counters are read before
+and after each run, for the mean batch size. Medians over rounds are reported. The scale run
+loads 1,000,000 heroes and compares point and page reads with the 1,000-hero database, again
+interleaved.
 """
 
 import argparse
@@ -14,33 +18,73 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.databases import PostgresDatabase, SqliteDatabase, postgres_server
-from bench.servers import Server, run_wrk, start_server
+from bench.servers import Server, raise_open_file_limit, run_wrk, start_server
 
 BENCH = Path(__file__).resolve().parent
 WORK = BENCH / ".work"
 RESULTS = BENCH / "results"
 SEED_ROWS = 1000
 PORT = 8765
-SERVICE = "heroes_api.main:app"
+SERVICE = "bench.service:app"  # heroes_api.main:app plus GET /_bench/batches
 CEILING = "bench.ceiling:app"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+HIGH_SCENARIOS = ["point", "mixed"]  # the ones run at --high-connections
 Database = SqliteDatabase | PostgresDatabase
 
 
-def measure(server: Server, scenario: str, args: argparse.Namespace, **wrk: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Target:
+    """One server configuration of the main phase: the ceiling, or the service on a database."""
+
+    database: Database | None  # None: the ceiling
+    batching: bool = True
+
+    @property
+    def name(self) -> str:
+        if self.database is None:
+            return "ceiling"
+        return self.database.name + ("" if self.batching else "-unbatched")
+
+
+def batch_deltas(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], scenario: str
+) -> dict[str, dict[str, int]]:
+    """Batches and items each of the scenario's batchers ran between two counter readings."""
+    return {
+        name: {key: after[name][key] - before[name][key] for key in ("batches", "items")}
+        for name in report.BATCHERS.get(scenario, ())
+        if name in after and name in before
+    }
+
+
+def measure(
+    server: Server,
+    scenario: str,
+    *,
+    seconds: float,
+    connections: int,
+    counters: bool,
+    **wrk: Any,
+) -> dict[str, Any]:
+    """One wrk run; ``counters``: the server is bench.service's, read its batch counters too."""
     server.reset_peak_rss()
-    raw = run_wrk(server.url, scenario, seconds=args.seconds, connections=args.connections, **wrk)
-    seconds = raw["duration_us"] / 1e6
+    before = server.get_json("/_bench/batches") if counters else {}
+    raw = run_wrk(server.url, scenario, seconds=seconds, connections=connections, **wrk)
+    settle_s = server.settle()  # the requests still queued when wrk stopped belong to this run
+    batches = batch_deltas(before, server.get_json("/_bench/batches"), scenario) if counters else {}
+    elapsed = raw["duration_us"] / 1e6
     return {
         "scenario": scenario,
+        "connections": connections,
         "requests": raw["requests"],
-        "rps": raw["requests"] / seconds,
+        "rps": raw["requests"] / elapsed,
         "p50_ms": raw["p50_us"] / 1000,
         "p90_ms": raw["p90_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
@@ -50,37 +94,72 @@ def measure(server: Server, scenario: str, args: argparse.Namespace, **wrk: Any)
             raw[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
         ),
         "peak_rss_mb": server.peak_rss_mb(),
+        "settle_s": settle_s,
+        "batches": batches,
+        "mean_batch": report.mean_batch(batches),
     }
 
 
-def serve(app: str, env: dict[str, str], max_id: int) -> Server:
-    server = start_server(app, PORT, env, WORK / "server.log")
+def serve(app: str, env: dict[str, str], max_id: int, port: int) -> Server:
+    server = start_server(app, port, env, WORK / "server.log")
     run_wrk(server.url, "point", seconds=2, connections=64, max_id=max_id)  # warm up
+    server.settle()
     return server
+
+
+def serve_target(target: Target, port: int) -> Server:
+    if target.database is None:
+        return serve(CEILING, {"BENCH_SEED_ROWS": str(SEED_ROWS)}, SEED_ROWS, port)
+    target.database.seed(SEED_ROWS)
+    env = {
+        "HEROES_DATABASE_URL": target.database.url,
+        "HEROES_BATCHING": "true" if target.batching else "false",
+    }
+    return serve(SERVICE, env, SEED_ROWS, port)
+
+
+def describe(run: dict[str, Any]) -> str:
+    return (
+        f"{run['scenario']:7} c{run['connections']:<4} {run['rps']:8,.0f} req/s  "
+        f"p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  "
+        f"errors {run['non2xx']}/{run['socket_errors']}  rss {run['peak_rss_mb']:.0f} MB"
+        + (f"  batch {report.format_batch(run['mean_batch'])}" if run["mean_batch"] else "")
+        + (f"  settled in {run['settle_s']:.1f} s" if run["settle_s"] >= 0.5 else "")
+    )
 
 
 def main_phase(args: argparse.Namespace, databases: list[Database]) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    targets: list[Database | None] = [None, *databases]  # None: the ceiling
+    targets = [Target(None)]
+    for database in databases:
+        targets += [Target(database, batching=True), Target(database, batching=False)]
+    plan = [(s, args.connections, args.seconds) for s in report.SCENARIOS]
+    plan += [(s, args.low_connections, args.low_seconds) for s in report.SCENARIOS]
+    plan += [(s, args.high_connections, args.seconds) for s in HIGH_SCENARIOS]
     for round_ in range(args.rounds):
-        for database in targets if round_ % 2 == 0 else targets[::-1]:
-            name = database.name if database else "ceiling"
-            if database:
-                database.seed(SEED_ROWS)
-                server = serve(SERVICE, {"HEROES_DATABASE_URL": database.url}, SEED_ROWS)
-            else:
-                server = serve(CEILING, {"BENCH_SEED_ROWS": str(SEED_ROWS)}, SEED_ROWS)
+        for target in targets if round_ % 2 == 0 else targets[::-1]:
+            server = serve_target(target, args.port)
             try:
-                for scenario in report.SCENARIOS:
-                    run = measure(server, scenario, args, max_id=SEED_ROWS)
+                for scenario, connections, seconds in plan:
+                    run = measure(
+                        server,
+                        scenario,
+                        seconds=seconds,
+                        connections=connections,
+                        counters=target.database is not None,
+                        max_id=SEED_ROWS,
+                    )
                     runs.append(
-                        {"phase": "main", "target": name, "rows": SEED_ROWS, "round": round_, **run}
+                        {
+                            "phase": "main",
+                            "target": target.name,
+                            "rows": SEED_ROWS,
+                            "round": round_,
+                            **run,
+                        }
                     )
                     print(
-                        f"round {round_ + 1}/{args.rounds} {name:10} {scenario:7} "
-                        f"{run['rps']:8,.0f} req/s  p50 {run['p50_ms']:6.1f} ms  "
-                        f"p99 {run['p99_ms']:7.1f} ms  errors {run['non2xx']}"
-                        f"/{run['socket_errors']}  rss {run['peak_rss_mb']:.0f} MB",
+                        f"round {round_ + 1}/{args.rounds} {target.name:20} {describe(run)}",
                         flush=True,
                     )
             finally:
@@ -98,9 +177,10 @@ def scale_phase(
     meta["seed_rows_per_s"][small.name] = args.scale_rows / (time.perf_counter() - started)
     small.seed(SEED_ROWS)
     pairs = [(small, SEED_ROWS), (big, args.scale_rows)]
-    for round_ in range(args.rounds):
+    for round_ in range(args.scale_rounds):
         for database, rows in pairs if round_ % 2 == 0 else pairs[::-1]:
-            server = serve(SERVICE, {"HEROES_DATABASE_URL": database.url}, rows)
+            env = {"HEROES_DATABASE_URL": database.url, "HEROES_BATCHING": "true"}
+            server = serve(SERVICE, env, rows, args.port)
             plan: list[tuple[str, str, tuple[int, int]]] = [
                 ("point", "point", (0, 0)),
                 ("page", "page", (0, 900)),
@@ -109,7 +189,15 @@ def scale_phase(
                 plan.append(("page_deep", "page", (0, rows - 100)))
             try:
                 for label, scenario, offsets in plan:
-                    run = measure(server, scenario, args, max_id=rows, offsets=offsets)
+                    run = measure(
+                        server,
+                        scenario,
+                        seconds=args.seconds,
+                        connections=args.connections,
+                        counters=True,
+                        max_id=rows,
+                        offsets=offsets,
+                    )
                     runs.append(
                         {
                             "phase": "scale",
@@ -121,7 +209,7 @@ def scale_phase(
                         }
                     )
                     print(
-                        f"scale {round_ + 1}/{args.rounds} {database.name:10} {rows:>9,} "
+                        f"scale {round_ + 1}/{args.scale_rounds} {database.name:10} {rows:>9,} "
                         f"{label:9} {run['rps']:8,.0f} req/s  p50 {run['p50_ms']:7.1f} ms  "
                         f"p99 {run['p99_ms']:7.1f} ms  rss {run['peak_rss_mb']:.0f} MB",
                         flush=True,
@@ -140,20 +228,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 round of 4 s, 200k-row scale run; README left unchanged",
+        help="1 round of 4 s, 1 scale round of 200k rows; README left unchanged",
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--seconds", type=float, default=8, help="per wrk run")
+    parser.add_argument(
+        "--low-seconds", type=float, help="per 1-connection run (default: --seconds)"
+    )
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--low-connections", type=int, default=1)
+    parser.add_argument("--high-connections", type=int, default=1024)
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
+    parser.add_argument("--scale-rounds", type=int, default=2)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-scale", action="store_true")
+    parser.add_argument("--port", type=int, default=PORT, help="the servers' port")
     parser.add_argument(
         "--label", default="", help="suffix for the result files; leaves the README unchanged"
     )
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.seconds, args.scale_rows = 1, 4, 200_000
+        args.rounds, args.seconds, args.scale_rows, args.scale_rounds = 1, 4, 200_000, 1
+    if args.low_seconds is None:
+        args.low_seconds = args.seconds
     return args
 
 
@@ -167,6 +264,7 @@ def git_commit() -> str:
 
 def main() -> None:
     args = parse_args()
+    raise_open_file_limit(args.high_connections + 256)
     WORK.mkdir(exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     started = time.perf_counter()
@@ -179,7 +277,11 @@ def main() -> None:
         f"Python {platform.python_version()}",
         "rounds": args.rounds,
         "seconds": args.seconds,
+        "low_seconds": args.low_seconds,
         "connections": args.connections,
+        "low_connections": args.low_connections,
+        "high_connections": args.high_connections,
+        "scale_rounds": 0 if args.no_scale else args.scale_rounds,
         "load_before": os.getloadavg(),
         "seed_rows_per_s": {},
         "database_mb": {},
@@ -224,7 +326,7 @@ def main() -> None:
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=1) + "\n"
     )
-    report.chart(rows, RESULTS / f"{stem}.png")
+    report.chart(rows, RESULTS / f"{stem}.png", meta)
     section = report.markdown(meta, rows, f"results/{stem}.png")
     (RESULTS / f"{stem}.md").write_text(section + "\n")
     if not (args.quick or args.label):

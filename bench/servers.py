@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 UVICORN = ROOT / ".venv" / "bin" / "uvicorn"
@@ -25,6 +27,21 @@ def pinned(core: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", core, *command] if PIN else command
 
 
+def raise_open_file_limit(needed: int) -> None:
+    """Lift this process's soft open-file limit (children inherit it) to hold ``needed`` sockets.
+
+    A 1,024-connection wrk run needs that many sockets in wrk and in the server; a soft limit of
+    1,024 (a common default) would refuse the last few. uvicorn's listen backlog (2,048 by
+    default) already holds that many pending connections.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if (limit := resource.getrlimit(resource.RLIMIT_NOFILE)[0]) < needed:
+        print(f"open-file limit {limit} < {needed}: large connection counts may fail", flush=True)
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -36,11 +53,40 @@ class Server:
         with contextlib.suppress(OSError):
             Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
-    def peak_rss_mb(self) -> float:
+    def _status_mb(self, field: str) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc status")
+        raise RuntimeError(f"no {field} in /proc status")
+
+    def peak_rss_mb(self) -> float:
+        return self._status_mb("VmHWM")
+
+    def rss_mb(self) -> float:
+        """Resident set size now (VmRSS)."""
+        return self._status_mb("VmRSS")
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=60) as response:
+            return json.loads(response.read())
+
+    def settle(self, quick: float = 0.05, limit: float = 60) -> float:
+        """Wait until /health answers within ``quick`` seconds twice in a row; returns the seconds
+        waited.
+
+        When wrk stops, requests it sent are still queued in the server (at 1,024 connections,
+        seconds of them); they finish even though their clients are gone. /health queries the
+        database through the same pool, so quick answers mean that backlog has drained and the
+        next run starts on an idle server.
+        """
+        started = time.monotonic()
+        streak = 0
+        while streak < 2 and time.monotonic() - started < limit:
+            asked = time.monotonic()
+            with urllib.request.urlopen(f"{self.url}/health", timeout=limit) as response:
+                response.read()
+            streak = streak + 1 if time.monotonic() - asked < quick else 0
+        return time.monotonic() - started
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
