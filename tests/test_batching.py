@@ -72,11 +72,13 @@ async def test_callers_arriving_during_a_batch_share_the_next_one() -> None:
     waiting = [asyncio.create_task(batcher(n)) for n in range(2, 12)]
     await settle()
     assert run.batches == [[1]]  # the others wait for the running batch, with no timer
+    assert batcher.stats.queued == 10
     run.release(0)
     assert await first == 10
     assert await asyncio.gather(*waiting) == [n * 10 for n in range(2, 12)]
     assert run.batches == [[1], list(range(2, 12))]
     assert (batcher.stats.batches, batcher.stats.items, batcher.stats.largest) == (2, 11, 10)
+    assert batcher.stats.queued == 0
     await settle()
     assert other_tasks() == set()
 
@@ -229,6 +231,21 @@ async def test_close_waits_for_the_queued_batches() -> None:
     assert run.batches == [[1], [2, 3], [4, 5], [6]]  # every queued item ran before close returned
     assert await asyncio.gather(*waiting) == [20, 30, 40, 50, 60]
     await batcher.close()  # idle: returns at once
+
+
+async def test_close_waits_for_a_caller_running_inline_and_what_queued_behind_it() -> None:
+    run = Recorder()
+    batcher = Batcher(run, max_size=2)
+    first = await hold_first(run, batcher)
+    waiting = [asyncio.create_task(batcher(n)) for n in (2, 3, 4)]
+    await settle()
+    closing = asyncio.create_task(batcher.close())
+    await settle()
+    assert not closing.done()
+    run.release(0)
+    await closing
+    assert run.batches == [[1], [2, 3], [4]]
+    assert await asyncio.gather(first, *waiting) == [10, 20, 30, 40]
 
 
 async def test_a_cancelled_drain_cancels_what_it_leaves_queued() -> None:

@@ -27,11 +27,13 @@ RunBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result | BaseException]
 
 @dataclass
 class BatchStats:
-    """Counters since start: ``items / batches`` is the mean batch size."""
+    """Counters since start (``items / batches`` is the mean batch size), and the items queued
+    for the next batch now."""
 
     batches: int = 0
     items: int = 0
     largest: int = 0
+    queued: int = 0
 
     def record(self, size: int) -> None:
         self.batches += 1
@@ -49,11 +51,13 @@ class Batcher(Generic[Item, Result]):
         self._busy = False
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._drainer: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # made by close(), resolved when idle
 
     async def __call__(self, item: Item) -> Result:
         if self._busy:
             future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
             self._queue.append((item, future))
+            self.stats.queued += 1
             return await future  # cancelled: the future is cancelled and its item skipped
         # Idle: run this item alone, here, now. Whatever arrives meanwhile forms the next batch.
         self._busy = True
@@ -67,13 +71,21 @@ class Batcher(Generic[Item, Result]):
         return outcome
 
     async def close(self) -> None:
-        """Wait for the queued batches to finish (lifespan shutdown, before engines close)."""
-        while self._drainer is not None:
-            await asyncio.shield(self._drainer)
+        """Wait until the running batch and every queued one have finished (lifespan shutdown,
+        before the engines close)."""
+        if self._busy:
+            self._idle = self._idle or asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._idle)
+
+    def _become_idle(self) -> None:
+        self._busy = False
+        if self._idle is not None:
+            self._idle.set_result(None)
+            self._idle = None
 
     def _hand_over(self) -> None:
         if not self._queue:
-            self._busy = False
+            self._become_idle()
             return
         # One task drains the queue for as long as callers keep it non-empty. A fresh context:
         # it serves many requests, so it must not carry the first one's context variables.
@@ -89,8 +101,9 @@ class Batcher(Generic[Item, Result]):
             # Cancelled (the loop is closing): nobody will run what is still queued.
             while self._queue:
                 self._queue.popleft()[1].cancel()
-            self._busy = False
+            self.stats.queued = 0
             self._drainer = None
+            self._become_idle()
 
     def _next_batch(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
@@ -98,6 +111,7 @@ class Batcher(Generic[Item, Result]):
             entry = self._queue.popleft()
             if not entry[1].done():  # done here means its caller was cancelled
                 batch.append(entry)
+        self.stats.queued = len(self._queue)
         return batch
 
     async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
