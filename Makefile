@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test lint format lock clean bench bench-profile bench-layers bench-lock
+.PHONY: install run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-lock
 
 install: $(VENV)/.installed
 
@@ -41,10 +41,16 @@ lock:
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --output-file requirements.lock pyproject.toml
 
 # Load benchmark (bench/README.md): not part of `make test` or CI. BENCH_QUICK=1 for a short run.
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed bench-wrk
+	$(BIN)/python -m bench.run $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
+
+# 10 minutes of the mixed scenario at 64 connections: throughput per minute, server RSS.
+soak: $(VENV)/.bench-installed bench-wrk
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+bench-wrk:
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk) \
 		|| { echo "make bench needs wrk: install it (Debian: apt-get install wrk) and rerun" >&2; exit 1; }
-	$(BIN)/python -m bench.run $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: bench/requirements.lock $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -r bench/requirements.lock
