@@ -297,3 +297,22 @@ async def test_patches_of_one_hero_in_one_batch_each_see_their_own_change(
     final = (await client.get(url)).json()
     assert final in [response.json() for response in responses]
     assert store(app).batch_stats()["writes"].largest > 1
+
+
+async def test_concurrent_pages_share_one_statement(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    created = await asyncio.gather(*(make_hero(client, name=f"h{n}", age=n) for n in range(40)))
+    ids = sorted(hero["id"] for hero in created)
+    by_id = {hero["id"]: hero for hero in created}
+    pages = [(offset, limit) for offset in (0, 3, 17, 38, 45) for limit in (1, 7, 100)]
+    pages += pages[:5]  # the same page twice in one batch
+    with hero_selects(app.state.engine) as selects:
+        responses = await asyncio.gather(
+            *(client.get("/heroes/", params={"offset": o, "limit": n}) for o, n in pages)
+        )
+    for (offset, limit), response in zip(pages, responses, strict=True):
+        assert response.status_code == 200
+        assert response.json() == [by_id[i] for i in ids[offset : offset + limit]]
+    assert len(selects) < len(pages) / 2
+    assert store(app).batch_stats()["pages"].largest > 1

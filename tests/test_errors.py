@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 
 from heroes_api.config import Settings
 from heroes_api.errors import DatabaseUnavailable, ValueNotStorable, database_error
+from heroes_api.heroes.store import _worth_replaying
 from heroes_api.main import create_app
 
 dbapi = AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
@@ -89,3 +90,22 @@ async def test_errors_become_json_with_detail(
         response = await client.get(f"/fail/{kind}")
     assert response.status_code == status
     assert response.json() == {"detail": detail}
+
+
+@pytest.mark.parametrize(
+    ("exc", "replay"),
+    [
+        (pg_error(asyncpg.UntranslatableCharacterError), True),  # one write's value: replay
+        (pg_error(asyncpg.DeadlockDetectedError), True),  # 40P01: rolled back, replay alone
+        (pg_error(asyncpg.SerializationError), True),  # 40001
+        (dbapi_error(ValueError(), cls=sa_exc.IntegrityError), True),
+        (pg_error(asyncpg.ConnectionFailureError), False),  # down: every replay would fail too
+        (dbapi_error(ValueError(), invalidated=True), False),
+        (sa_exc.TimeoutError("QueuePool limit reached"), False),
+        (ConnectionRefusedError(), False),
+    ],
+)
+def test_a_failed_write_batch_is_replayed_unless_the_database_is_down(
+    exc: Exception, replay: bool
+) -> None:
+    assert _worth_replaying(exc) is replay

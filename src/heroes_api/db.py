@@ -1,10 +1,8 @@
 """Engine, sessions and the schema-revision check shared by the app, health and Alembic."""
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
-from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -98,21 +96,3 @@ async def schema_problem(engine: AsyncEngine) -> str | None:
         f"database schema {found}, this code needs {SCHEMA_REVISION!r}: "
         "run `alembic upgrade head` (see README, 'Migrations')"
     )
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessionmaker: SessionMaker = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        yield session
-
-
-async def get_write_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessionmaker: SessionMaker = request.app.state.write_sessionmaker
-    async with sessionmaker() as session:
-        yield session
-
-
-# scope="function": the session closes (and its connection returns to the pool) as soon as the
-# handler returns, not after the response has been sent. Services commit before returning.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-WriteSessionDep = Annotated[AsyncSession, Depends(get_write_session, scope="function")]

@@ -46,7 +46,14 @@ DATABASE_DOWN_ERRORS: tuple[type[Exception], ...] = (sa_exc.TimeoutError, OSErro
 # SQLSTATE classes: 22 data exception; 08 connection exception, 40 transaction rollback,
 # 53 insufficient resources (too many connections), 57 operator intervention (shutdown).
 _DATA_SQLSTATE = "22"
-_RETRYABLE_SQLSTATES = ("08", "40", "53", "57")
+TRANSACTION_ROLLBACK = "40"  # deadlock, serialization failure: the transaction was undone
+_RETRYABLE_SQLSTATES = ("08", TRANSACTION_ROLLBACK, "53", "57")
+
+
+def sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a database error, or "" (SQLite's errors carry none)."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+    return getattr(orig, "sqlstate", None) or ""
 
 
 def database_error(exc: BaseException) -> AppError | None:
@@ -58,13 +65,13 @@ def database_error(exc: BaseException) -> AppError | None:
     """
     if not isinstance(exc, sa_exc.DBAPIError):
         return DatabaseUnavailable() if isinstance(exc, DATABASE_DOWN_ERRORS) else None
-    sqlstate: str = getattr(exc.orig, "sqlstate", None) or ""
-    if isinstance(exc, sa_exc.DataError) or sqlstate.startswith(_DATA_SQLSTATE):
+    state = sqlstate(exc)
+    if isinstance(exc, sa_exc.DataError) or state.startswith(_DATA_SQLSTATE):
         return ValueNotStorable()
     if (
         exc.connection_invalidated
         or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-        or sqlstate.startswith(_RETRYABLE_SQLSTATES)
+        or state.startswith(_RETRYABLE_SQLSTATES)
     ):
         return DatabaseUnavailable()
     return None

@@ -4,9 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from heroes_api.db import SessionDep
 from heroes_api.errors import ErrorDetail
-from heroes_api.heroes import service
 from heroes_api.heroes.schemas import (
     INT32_MAX,
     INT32_MIN,
@@ -38,12 +36,12 @@ async def create_hero(heroes: HeroStoreDep, hero: HeroCreate) -> RenderedJSON:
 
 @router.get("/", response_model=list[HeroPublic], summary="List heroes")
 async def read_heroes(
-    session: SessionDep,
+    heroes: HeroStoreDep,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="Heroes to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Most heroes to return.")] = 100,
 ) -> RenderedJSON:
     """A page of heroes, ordered by id."""
-    return RenderedJSON(await service.list_heroes(session, offset=offset, limit=limit))
+    return RenderedJSON(await heroes.page(offset=offset, limit=limit))
 
 
 @router.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Read a hero")

@@ -14,10 +14,10 @@ from fastapi import Depends, Request
 
 from heroes_api.batching import Batcher, BatchStats
 from heroes_api.db import SessionMaker
-from heroes_api.errors import HeroNotFound, is_database_down
+from heroes_api.errors import TRANSACTION_ROLLBACK, HeroNotFound, is_database_down, sqlstate
 from heroes_api.heroes import service
 from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
-from heroes_api.heroes.service import Create, Delete, PublicHero, Update, Write
+from heroes_api.heroes.service import Create, Delete, Page, PublicHero, Update, Write
 
 Found = PublicHero | None
 
@@ -35,7 +35,15 @@ class HeroStore:
         self._write_sessions = write_sessions
         # Off: a batch of one per call, with no queue in front of it.
         self._reads = Batcher(self._read_batch, max_size=max_batch) if batching else None
+        self._pages = Batcher(self._page_batch, max_size=max_batch) if batching else None
         self._writes = Batcher(self._write_batch, max_size=max_batch) if batching else None
+
+    async def page(self, *, offset: int, limit: int) -> list[PublicHero]:
+        page = Page(offset, limit)
+        if self._pages:
+            return await self._pages(page)
+        (heroes,) = await self._page_batch((page,))
+        return heroes
 
     async def get(self, hero_id: int) -> PublicHero:
         return _found(await self._read(hero_id))
@@ -53,12 +61,12 @@ class HeroStore:
         _found(await self._write(Delete(hero_id)))
 
     def batch_stats(self) -> dict[str, BatchStats]:
-        batchers = {"reads": self._reads, "writes": self._writes}
+        batchers = {"reads": self._reads, "pages": self._pages, "writes": self._writes}
         return {name: batcher.stats for name, batcher in batchers.items() if batcher}
 
     async def close(self) -> None:
         """Finish the batches in flight (lifespan shutdown, before the engines are disposed)."""
-        for batcher in (self._reads, self._writes):
+        for batcher in (self._reads, self._pages, self._writes):
             if batcher:
                 await batcher.close()
 
@@ -81,15 +89,22 @@ class HeroStore:
             heroes = await service.get_heroes(session, set(ids))
         return [heroes.get(hero_id) for hero_id in ids]
 
+    async def _page_batch(self, pages: Sequence[Page]) -> list[list[PublicHero]]:
+        distinct = list(dict.fromkeys(pages))  # the same page twice in a batch is read once
+        async with self._read_sessions() as session:
+            heroes = dict(zip(distinct, await service.list_pages(session, distinct), strict=True))
+        return [heroes[page] for page in pages]
+
     async def _write_batch(self, writes: Sequence[Write]) -> Sequence[Found | Exception]:
         """One transaction for the whole batch. If a statement in it fails (a value the database
-        refuses, say), nothing was committed: each write is replayed in a transaction of its
-        own, so only the write at fault gets the error. A database that is down fails them all
-        at once; so does a failed COMMIT, whose outcome is unknown and must not be replayed."""
+        refuses, a deadlock with another process), nothing was committed: each write is
+        replayed in a transaction of its own, so only the write at fault gets the error. A
+        database that cannot be reached fails them all at once; so does a failed COMMIT, whose
+        outcome is unknown and must not be replayed."""
         try:
             return await self._commit(writes)
         except _StatementFailed as failed:
-            if len(writes) == 1 or is_database_down(failed.error):
+            if len(writes) == 1 or not _worth_replaying(failed.error):
                 raise failed.error from None
         return [await self._write_alone(write) for write in writes]
 
@@ -117,6 +132,12 @@ class _StatementFailed(Exception):
 
     def __init__(self, error: Exception) -> None:
         self.error = error
+
+
+def _worth_replaying(error: Exception) -> bool:
+    """Rolled back for a reason of its own (not an unreachable database, where every replay
+    would wait and fail again): a data or integrity error, a deadlock or serialization failure."""
+    return not is_database_down(error) or sqlstate(error).startswith(TRANSACTION_ROLLBACK)
 
 
 def _found(hero: Found) -> PublicHero:
