@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,14 +78,19 @@ class Server:
         When wrk stops, requests it sent are still queued in the server (at 1,024 connections,
         seconds of them); they finish even though their clients are gone. /health queries the
         database through the same pool, so quick answers mean that backlog has drained and the
-        next run starts on an idle server.
+        next run starts on an idle server. (While that backlog is longer than the health check's
+        own timeout, /health answers 503: not settled yet.)
         """
         started = time.monotonic()
         streak = 0
         while streak < 2 and time.monotonic() - started < limit:
             asked = time.monotonic()
-            with urllib.request.urlopen(f"{self.url}/health", timeout=limit) as response:
-                response.read()
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=limit) as response:
+                    response.read()
+            except urllib.error.HTTPError:  # 503: its query timed out behind the backlog
+                streak = 0
+                continue
             streak = streak + 1 if time.monotonic() - asked < quick else 0
         return time.monotonic() - started
 
