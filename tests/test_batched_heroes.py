@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from heroes_api.config import BATCH_MAX_SIZE_LIMIT, Settings
 from heroes_api.heroes import service
+from heroes_api.heroes.pages import Page, list_pages
 from heroes_api.heroes.schemas import HeroCreate
 from heroes_api.heroes.store import HeroStore
 from heroes_api.main import create_app
@@ -197,24 +198,43 @@ async def test_batch_size_is_capped(database_url: str) -> None:
     assert stats["writes"].largest == 3
 
 
-async def test_a_batch_at_the_largest_cap_stays_within_bind_parameter_limits(
+async def test_a_batch_at_the_largest_cap_stays_within_the_databases_limits(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    """The biggest batch the settings allow, in one transaction: a multi-row INSERT ... RETURNING
-    with three values a row, and one SELECT ... IN of as many ids, on each backend."""
+    """The biggest batch the settings allow, of each kind, in one transaction: within both
+    backends' bind-parameter limits (a create binds three values, an update up to seven) and
+    SQLite's 500-term limit on compound SELECTs."""
     size = BATCH_MAX_SIZE_LIMIT
-    writes = [
-        service.Create(HeroCreate(name=f"h{n}", secret_name="s", age=n % 100)) for n in range(size)
+    creates = [
+        service.Create(HeroCreate(name=f"h{n}", secret_name="s", age=n)) for n in range(size)
     ]
     async with app.state.write_sessionmaker() as session:
-        created = await service.apply_writes(session, writes)
+        created = await service.apply_writes(session, creates)
         await session.commit()
     assert [hero and hero["name"] for hero in created] == [f"h{n}" for n in range(size)]
-    ids = [hero["id"] for hero in created if hero]
+    ids = sorted(hero["id"] for hero in created if hero)
     assert len(set(ids)) == size
+
+    changes = {"name": "x", "age": None, "secret_name": "y"}
+    async with app.state.write_sessionmaker() as session:
+        updated = await service.apply_writes(session, [service.Update(i, changes) for i in ids])
+        await session.commit()
+    assert updated == [{"id": i, "name": "x", "age": None} for i in ids]
+
+    pages = [Page(offset=n, limit=3) for n in range(size)]
     async with app.state.sessionmaker() as session:
         found = await service.get_heroes(session, ids)
-    assert found == {hero["id"]: hero for hero in created if hero}
+        listed = await list_pages(session, pages)
+    assert found == {i: {"id": i, "name": "x", "age": None} for i in ids}
+    assert [[hero["id"] for hero in page] for page in listed] == [
+        ids[n : n + 3] for n in range(size)
+    ]
+
+    async with app.state.write_sessionmaker() as session:
+        deleted = await service.apply_writes(session, [service.Delete(i) for i in ids])
+        await session.commit()
+    assert deleted == updated
+    assert await read_all_heroes(client) == {}
 
 
 async def test_shutdown_finishes_the_batches_in_flight(database_url: str) -> None:

@@ -9,13 +9,11 @@ under concurrency, and a hero deleted by a concurrent request is simply "not fou
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any, TypedDict, cast
 
-from sqlalchemy import Table, case, delete, insert, literal, union_all, update
+from sqlalchemy import Table, case, delete, insert, literal, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import Select
 
 from heroes_api.heroes.schemas import HeroCreate
 from heroes_api.models import Hero
@@ -56,34 +54,6 @@ Write = Create | Update | Delete
 def _public(row: Sequence[Any]) -> PublicHero:
     hero_id, name, age = row
     return {"id": cast(int, hero_id), "name": name, "age": age}
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    offset: int
-    limit: int
-
-    def select(self) -> Select[int | None, str, int | None]:
-        return select(*PUBLIC_COLUMNS).order_by(col(Hero.id)).offset(self.offset).limit(self.limit)
-
-
-async def list_pages(session: AsyncSession, pages: Sequence[Page]) -> list[list[PublicHero]]:
-    """Each page's heroes, ordered by id. Several pages are one statement: a ``UNION ALL`` of
-    the page queries, each row tagged with its page's position."""
-    if len(pages) == 1:
-        return [[_public(row) for row in await session.exec(pages[0].select())]]
-    parts = []
-    for k, page in enumerate(pages):
-        rows = page.select().subquery()
-        parts.append(select(literal(k).label("k"), rows.c.id, rows.c.name, rows.c.age))
-    union = union_all(*parts).subquery()
-    statement = select(union.c.k, union.c.id, union.c.name, union.c.age)
-    results: list[list[PublicHero]] = [[] for _ in pages]
-    for k, *row in await session.exec(statement):
-        results[k].append(_public(row))
-    for heroes in results:  # UNION ALL does not promise to keep each part's order
-        heroes.sort(key=itemgetter("id"))
-    return results
 
 
 async def get_heroes(session: AsyncSession, ids: Collection[int]) -> dict[int, PublicHero]:

@@ -16,8 +16,9 @@ from heroes_api.batching import Batcher, BatchStats
 from heroes_api.db import SessionMaker
 from heroes_api.errors import TRANSACTION_ROLLBACK, HeroNotFound, is_database_down, sqlstate
 from heroes_api.heroes import service
+from heroes_api.heroes.pages import Page, list_pages
 from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
-from heroes_api.heroes.service import Create, Delete, Page, PublicHero, Update, Write
+from heroes_api.heroes.service import Create, Delete, PublicHero, Update, Write
 
 Found = PublicHero | None
 
@@ -92,7 +93,7 @@ class HeroStore:
     async def _page_batch(self, pages: Sequence[Page]) -> list[list[PublicHero]]:
         distinct = list(dict.fromkeys(pages))  # the same page twice in a batch is read once
         async with self._read_sessions() as session:
-            heroes = dict(zip(distinct, await service.list_pages(session, distinct), strict=True))
+            heroes = dict(zip(distinct, await list_pages(session, distinct), strict=True))
         return [heroes[page] for page in pages]
 
     async def _write_batch(self, writes: Sequence[Write]) -> Sequence[Found | Exception]:
