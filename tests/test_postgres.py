@@ -1,13 +1,16 @@
 """PostgreSQL-only behaviour: pools, and values a PostgreSQL database cannot store."""
 
+import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from heroes_api.config import Settings
 from heroes_api.main import create_app
 from tests.databases import PostgresDatabases
-from tests.factories import running_client
+from tests.factories import make_hero, running_client
 
 
 @pytest.fixture
@@ -45,3 +48,32 @@ async def test_postgres_engine_uses_pool_settings(postgres_url: str) -> None:
     assert app.state.write_engine is app.state.engine
     async with running_client(app) as client:
         assert (await client.get("/health")).status_code == 200
+
+
+async def terminate_service_connections(postgres_url: str) -> int:
+    dsn = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = await asyncpg.connect(dsn, timeout=5)
+    try:
+        killed: int = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'heroes_api'"
+        )
+    finally:
+        await admin.close()
+    return killed
+
+
+@pytest.mark.parametrize(("ping_after", "status"), [(0.2, 200), (0.0, 200), (60.0, 503)])
+async def test_a_connection_dropped_while_idle_is_replaced_after_its_ping_window(
+    postgres_url: str, ping_after: float, status: int
+) -> None:
+    """The server drops the pooled connection while it is idle. Pinged (idle past the window,
+    or every checkout with 0), it is replaced unseen; inside the window the next request gets a
+    503, and the one after it a fresh connection."""
+    app = create_app(Settings(database_url=postgres_url, db_pool_ping_after=ping_after))
+    async with running_client(app) as client:
+        hero = await make_hero(client)
+        assert await terminate_service_connections(postgres_url) >= 1
+        await asyncio.sleep(0.3)
+        assert (await client.get(f"/heroes/{hero['id']}")).status_code == status
+        assert (await client.get(f"/heroes/{hero['id']}")).json() == hero

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=10.0, gt=0)
     db_pool_recycle: int = Field(default=1800, ge=-1)
     db_pool_pre_ping: bool = True
+    # With pre-ping on, only a connection idle for longer than this many seconds is pinged before
+    # use (a dead one is replaced unseen); busy connections skip the round trip. 0 pings on every
+    # checkout. A connection that died within the window fails its batch with a 503 and the pool
+    # replaces every connection older than that failure.
+    db_pool_ping_after: float = Field(default=1.0, ge=0)
     # Seconds a single PostgreSQL statement or connection attempt may take before the request fails.
     db_command_timeout: float = Field(default=10.0, gt=0)
     db_connect_timeout: float = Field(default=5.0, gt=0)

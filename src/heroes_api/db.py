@@ -1,9 +1,11 @@
 """Engine, sessions and the schema-revision check shared by the app, health and Alembic."""
 
+import time
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
@@ -19,11 +21,12 @@ SessionMaker = async_sessionmaker[AsyncSession]
 
 
 def make_engine(settings: Settings) -> AsyncEngine:
-    """The app's engine: SQLite gets WAL, pragmas and a pool of readers; PostgreSQL a sized,
-    pre-pinged pool that serves reads and writes alike."""
+    """The app's engine: SQLite gets WAL, pragmas and a pool of readers; PostgreSQL a sized
+    pool, pinging connections that sat idle, that serves reads and writes alike."""
     if settings.is_sqlite:
         return _sqlite_engine(settings, connections=settings.sqlite_pool_size)
-    return create_async_engine(
+    ping_every_checkout = settings.db_pool_pre_ping and not settings.db_pool_ping_after
+    engine = create_async_engine(
         settings.database_url,
         # Error messages and logs never quote bound values: they may be a client's secret_name.
         hide_parameters=True,
@@ -31,13 +34,41 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_pre_ping=ping_every_checkout,
         connect_args={
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_command_timeout,
             "server_settings": {"application_name": "heroes_api"},
         },
     )
+    if settings.db_pool_pre_ping and not ping_every_checkout:
+        _ping_when_idle(engine, idle_seconds=settings.db_pool_ping_after)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, *, idle_seconds: float) -> None:
+    """``pool_pre_ping`` for connections that sat in the pool for ``idle_seconds`` or more.
+
+    SQLAlchemy's pre-ping costs a round trip on every checkout: under load, one per batch, and at
+    low load one per request. A connection used a moment ago is almost never dead, so only idle
+    ones are pinged; a failed ping raises ``DisconnectionError``, and the pool replaces the
+    connection before anyone sees it (SQLAlchemy's "pessimistic disconnect handling" recipe).
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa_exc.DisconnectionError("pooled connection failed its ping") from exc
 
 
 def make_write_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
