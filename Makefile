@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-lock
+.PHONY: install run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-lock
 
 install: $(VENV)/.installed
 
@@ -62,6 +62,10 @@ bench-profile: $(VENV)/.bench-installed
 # CPU cost of one point read at each layer of the stack (bench/layers.py).
 bench-layers: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.layers $(BENCH_ARGS)
+
+# The natural batcher against aiodataloader in the served app (bench/dataloader.py).
+bench-dataloader: $(VENV)/.bench-installed bench-wrk
+	$(BIN)/python -m bench.dataloader $(BENCH_ARGS)
 
 bench-lock: install
 	$(BIN)/python -m pip install --quiet pip-tools
