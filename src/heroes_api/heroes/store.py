@@ -147,7 +147,9 @@ def _found(hero: Found) -> PublicHero:
     return hero
 
 
-def get_hero_store(request: Request) -> HeroStore:
+async def get_hero_store(request: Request) -> HeroStore:
+    """``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+    request."""
     store: HeroStore = request.app.state.heroes
     return store
 
