@@ -39,8 +39,7 @@ class HeroStore:
         self._pages = Batcher(self._page_batch, max_size=max_batch) if batching else None
         self._writes = Batcher(self._write_batch, max_size=max_batch) if batching else None
 
-    async def page(self, *, offset: int, limit: int) -> list[PublicHero]:
-        page = Page(offset, limit)
+    async def page(self, page: Page) -> list[PublicHero]:
         if self._pages:
             return await self._pages(page)
         (heroes,) = await self._page_batch((page,))
@@ -147,7 +146,9 @@ def _found(hero: Found) -> PublicHero:
     return hero
 
 
-def get_hero_store(request: Request) -> HeroStore:
+async def get_hero_store(request: Request) -> HeroStore:
+    """``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+    request."""
     store: HeroStore = request.app.state.heroes
     return store
 
