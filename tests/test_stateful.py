@@ -137,7 +137,7 @@ class HeroesMachine(RuleBasedStateMachine):
         known_names = sorted({hero["name"] for hero in self.model.values()}) or [""]
         known_ages = sorted({h["age"] for h in self.model.values() if h["age"] is not None}) or [0]
         known_ids = sorted(self.model) or [0]
-        params = data.draw(
+        params: dict[str, Any] = data.draw(
             st.fixed_dictionaries(
                 {},
                 optional={
@@ -150,7 +150,8 @@ class HeroesMachine(RuleBasedStateMachine):
             )
         )
         response = self.client.get("/heroes/", params={**params, "limit": limit})
-        low, high = params.get("min_age", 0), params.get("max_age", INT32_MAX)
+        low: int = params.get("min_age", 0)
+        high: int = params.get("max_age", INT32_MAX)
         if low > high or ("after_id" in params and params.get("offset")):
             assert response.status_code == 422, response.text
             return
@@ -164,7 +165,7 @@ class HeroesMachine(RuleBasedStateMachine):
             )
             and i > params.get("after_id", INT32_MIN - 1)
         ]
-        offset = params.get("offset", 0)
+        offset: int = params.get("offset", 0)
         expected = matching[offset : offset + limit]
         assert response.json() == expected
         if len(expected) == limit:
