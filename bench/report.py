@@ -12,7 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 SCENARIOS = ["point", "page", "create", "patch", "mixed"]
-SCALE_SCENARIOS = ["point", "page", "page_deep"]
+SCALE_SCENARIOS = [
+    "point",
+    "point_unbatched",
+    "page",
+    "page_deep",
+    "page_keyset",
+    "by_name",
+    "age_range",
+]
 # The batchers (HeroStore.batch_stats()) each scenario goes through. One the service does not
 # have (no "pages" before page reads were batched; none with HEROES_BATCHING=false) is skipped.
 BATCHERS: dict[str, tuple[str, ...]] = {
@@ -22,6 +30,9 @@ BATCHERS: dict[str, tuple[str, ...]] = {
     "patch": ("writes",),
     "mixed": ("reads", "writes"),
     "page_deep": ("pages",),
+    "page_keyset": ("pages",),  # every GET /heroes/, filtered or not, is a page
+    "by_name": ("pages",),
+    "age_range": ("pages",),
 }
 BACKENDS = ["sqlite", "postgresql"]
 TARGETS = ["ceiling", "sqlite", "sqlite-unbatched", "postgresql", "postgresql-unbatched"]
@@ -78,6 +89,7 @@ def summarize(runs: list[Run]) -> list[Run]:
                 "p50_ms": statistics.median(r["p50_ms"] for r in group),
                 "p99_ms": statistics.median(r["p99_ms"] for r in group),
                 "non2xx": sum(r["non2xx"] for r in group),
+                "wrong_bodies": sum(r.get("wrong_bodies", 0) for r in group),
                 "socket_errors": sum(r["socket_errors"] for r in group),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in group),
                 "requests": sum(r["requests"] for r in group),
@@ -117,8 +129,50 @@ FLOORS = {
 TAIL_SCENARIOS = ["point", "page", "create", "patch"]  # p99 <= 3x p50 in each
 
 
+# Issue 9, at the scale run's largest database: (scenario, yardstick, least share of its req/s).
+SCALE_FLOORS = [
+    ("page_keyset", "page", 0.80),  # keyset pages at random depths vs shallow offset pages
+    ("age_range", "page", 0.70),
+    ("by_name", "point_unbatched", 0.70),  # a lookup by name vs one by id, batching off
+]
+FILTERED = ["page_keyset", "by_name", "age_range"]  # scenario.lua checks their answers
+
+
+def scale_targets(rows: list[Run], backend: str) -> list[tuple[str, str, bool]]:
+    """(target, measured, holds) for issue 9's goals on one backend, at the scale run's size."""
+    scale = [r for r in rows if r["phase"] == "scale" and r["target"] == backend]
+    if not scale:
+        return []
+    big = max(r["rows"] for r in scale)
+    checks: list[tuple[str, str, bool]] = []
+    for scenario, yardstick, floor in SCALE_FLOORS:
+        row = _find(scale, rows=big, scenario=scenario)
+        base = _find(scale, rows=big, scenario=yardstick)
+        if row and base:
+            share = row["rps"] / base["rps"]
+            checks.append(
+                (
+                    f"{backend}: {scenario} >= {floor:.0%} of {yardstick}, {big:,} heroes",
+                    f"{row['rps']:,.0f} / {base['rps']:,.0f} req/s = {share:.0%}",
+                    share >= floor,
+                )
+            )
+    filtered = [r for r in scale if r["scenario"] in FILTERED]
+    if filtered:
+        wrong = sum(r["wrong_bodies"] for r in filtered)
+        checks.append(
+            (
+                f"{backend}: every 2xx answer holds what it asked for ({', '.join(FILTERED)})",
+                f"{wrong} wrong in {sum(r['requests'] for r in filtered):,}",
+                wrong == 0,
+            )
+        )
+    return checks
+
+
 def targets(rows: list[Run], meta: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(target, measured, holds) for issue 8's goals, per database backend (batching on)."""
+    """(target, measured, holds) for issue 8's goals per database backend (batching on), then
+    issue 9's (the scale run)."""
     checks: list[tuple[str, str, bool]] = []
     main_c, low_c, high_c = meta["connections"], meta["low_connections"], meta["high_connections"]
     for backend in (b for b in BACKENDS if any(r["target"] == b for r in rows)):
@@ -128,10 +182,11 @@ def targets(rows: list[Run], meta: dict[str, Any]) -> list[tuple[str, str, bool]
             for r in rows
             if r["target"] == backend and r["connections"] != high_c
         )
+        ran = [f"{main_c} and {low_c} connections"] if meta["rounds"] else []
+        ran += ["scale run"] if meta.get("scale_rounds") else []
         checks.append(
             (
-                f"{backend}: zero non-2xx and socket errors ({main_c} and {low_c} connections"
-                + (", scale run)" if meta.get("scale_rounds") else ")"),
+                f"{backend}: zero non-2xx and socket errors ({', '.join(ran)})",
                 f"{errors}",
                 errors == 0,
             )
@@ -196,6 +251,8 @@ def targets(rows: list[Run], meta: dict[str, Any]) -> list[tuple[str, str, bool]
                     errors == 0 and answered > 0,
                 )
             )
+    for backend in (b for b in BACKENDS if any(r["target"] == b for r in rows)):
+        checks += scale_targets(rows, backend)
     return checks
 
 
@@ -203,27 +260,35 @@ def _ms(value: float) -> str:
     return f"{value:,.1f}"
 
 
-def markdown(meta: dict[str, Any], rows: list[Run], chart: str) -> str:
+def markdown(meta: dict[str, Any], rows: list[Run], chart: str | None) -> str:
+    """The report; ``chart``: the main phase's figure, if there is one, relative to the file."""
     main_c, low_c, high_c = meta["connections"], meta["low_connections"], meta["high_connections"]
     seconds = meta["seconds"]
     low_seconds = meta.get("low_seconds", seconds)
-    lines = [
-        f"Run {meta['date']} on {meta['machine']}, commit `{meta['commit']}`; "
+    how = (
         f"{meta['rounds']} interleaved round{'' if meta['rounds'] == 1 else 's'}. "
         f"Per server start: every scenario at {main_c} connections ({seconds:g} s each), "
         f"every scenario at {low_c} connection ({low_seconds:g} s each), "
         f"point and mixed at {high_c:,} connections ({seconds:g} s each). "
+        if meta["rounds"]
+        else "scale run only (`--scale-only`). "
+    )
+    lines = [
+        f"Run {meta['date']} on {meta['machine']}, commit `{meta['commit']}`; {how}"
         f"Medians shown; took {meta.get('minutes', '?')} min"
         f"{' (QUICK run: indicative only)' if meta['quick'] else ''}. `-unbatched`: the same "
         "service with `HEROES_BATCHING=false`. Mean batch: requests per statement (reads, "
         "pages) or per transaction (writes), over every round.",
-        "",
-        f"**{main_c} connections**",
-        "",
-        "| target | scenario | req/s | p50 ms | p99 ms | p99/p50 | non-2xx | socket errors "
-        "| peak RSS MB | vs ceiling | mean batch |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
+    if _main(rows, main_c):
+        lines += [
+            "",
+            f"**{main_c} connections**",
+            "",
+            "| target | scenario | req/s | p50 ms | p99 ms | p99/p50 | non-2xx | socket errors "
+            "| peak RSS MB | vs ceiling | mean batch |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        ]
     for r in _main(rows, main_c):
         ratio = "" if r["vs_ceiling"] is None else f"{r['vs_ceiling']:.0%}"
         lines.append(
@@ -299,7 +364,7 @@ def markdown(meta: dict[str, Any], rows: list[Run], chart: str) -> str:
                 f"| {r['peak_rss_mb']:.0f} | {format_batch(r['mean_batch'])} |"
             )
 
-    lines += ["", "| target (issue 8) | measured | holds |", "|---|---|---|"]
+    lines += ["", "| target (issues 8 and 9) | measured | holds |", "|---|---|---|"]
     lines += [
         f"| {name} | {value} | {'yes' if ok else '**no**'} |"
         for name, value, ok in targets(rows, meta)
@@ -310,15 +375,20 @@ def markdown(meta: dict[str, Any], rows: list[Run], chart: str) -> str:
     )
     if scale:
         scale_rounds = meta.get("scale_rounds", meta["rounds"])
+        big = max(r["rows"] for r in scale)
+        modulus = meta.get("age_modulus")
+        ages = f"{big // modulus:,} heroes at {big:,}" if modulus else "one age"
         lines += [
             "",
-            f"Scale run, batching on, {scale_rounds} interleaved "
-            f"round{'' if scale_rounds == 1 else 's'} at {main_c} connections (`page` offsets "
-            "0..900, `page_deep` offsets anywhere in the table):",
+            f"Scale run, {scale_rounds} interleaved round{'' if scale_rounds == 1 else 's'} "
+            f"at {main_c} connections, batching on except `point_unbatched` (`point` with "
+            "`HEROES_BATCHING=false`). `page`: offsets 0..900; `page_deep`: offsets anywhere in "
+            "the table; `page_keyset`: `after_id` anywhere in the table; `by_name`: one hero by "
+            f"name; `age_range`: one age (`min_age` = `max_age`), {ages}; 100 heroes a page:",
             "",
             "| target | heroes | scenario | req/s | p50 ms | p99 ms | non-2xx | socket errors "
-            "| peak RSS MB | database MB |",
-            "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|",
+            "| peak RSS MB | database MB | mean batch |",
+            "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|---|",
         ]
         sizes = meta.get("database_mb", {})
         for r in scale:
@@ -326,17 +396,18 @@ def markdown(meta: dict[str, Any], rows: list[Run], chart: str) -> str:
             lines.append(
                 f"| {r['target']} | {r['rows']:,} | {r['scenario']} | {r['rps']:,.0f} "
                 f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['non2xx']} "
-                f"| {r['socket_errors']} | {r['peak_rss_mb']:.0f} | {size:.1f} |"
+                f"| {r['socket_errors']} | {r['peak_rss_mb']:.0f} | {size:.1f} "
+                f"| {format_batch(r['mean_batch'])} |"
             )
         for target, rate in meta.get("seed_rows_per_s", {}).items():
             lines.append(f"\nBulk load into {target}: {rate:,.0f} rows/s.")
-    lines += [
-        "",
-        f"![throughput and p99 at {main_c} connections and p50 at {low_c}, per scenario: "
-        f"ceiling, and the service with batching on and off]({chart})",
-        "",
-    ]
-    return "\n".join(lines)
+    if chart:
+        lines += [
+            "",
+            f"![throughput and p99 at {main_c} connections and p50 at {low_c}, per scenario: "
+            f"ceiling, and the service with batching on and off]({chart})",
+        ]
+    return "\n".join([*lines, ""])
 
 
 def chart(rows: list[Run], path: Path, meta: dict[str, Any]) -> None:

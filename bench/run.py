@@ -1,7 +1,8 @@
 """``make bench``: the service vs an in-memory ceiling, batching on and off, then at scale.
 
     .venv/bin/python -m bench.run [--quick] [--rounds N] [--seconds S] [--low-seconds S]
-        [--scale-rounds N] [--no-postgres] [--no-scale] [--port P] [--label NAME]
+        [--scale-rows N] [--scale-rounds N] [--no-postgres] [--no-scale | --scale-only]
+        [--port P] [--label NAME]
 
 Each round starts every target afresh (ceiling; SQLite with batching on, then off; PostgreSQL
 with batching on, then off; the order flips every round), seeds 1,000 heroes, warms up, and runs
@@ -9,7 +10,8 @@ every scenario with wrk at 64 connections, then every scenario at 1 connection (
 load), then point and mixed at 1,024 connections. The service's batch counters are read before
 and after each run, for the mean batch size. Medians over rounds are reported. The scale run
 loads 1,000,000 heroes and compares point and page reads with the 1,000-hero database, again
-interleaved.
+interleaved, and measures at scale deep offsets, keyset pages, a lookup by name, an age filter
+and point reads with batching off (issue 9's yardsticks). ``--scale-only`` runs just that.
 """
 
 import argparse
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.databases import PostgresDatabase, SqliteDatabase, postgres_server
+from bench.databases import AGE_MODULUS, PostgresDatabase, SqliteDatabase, postgres_server
 from bench.servers import Server, raise_open_file_limit, run_wrk, start_server
 
 BENCH = Path(__file__).resolve().parent
@@ -90,6 +92,7 @@ def measure(
         "p99_ms": raw["p99_us"] / 1000,
         "max_ms": raw["max_us"] / 1000,
         "non2xx": raw["non2xx"],
+        "wrong_bodies": raw["wrong"],  # 2xx answers without what a filtered scenario asked for
         "socket_errors": sum(
             raw[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
         ),
@@ -118,13 +121,15 @@ def serve_target(target: Target, port: int) -> Server:
     return serve(SERVICE, env, SEED_ROWS, port)
 
 
-def describe(run: dict[str, Any]) -> str:
+def describe(run: dict[str, Any], width: int = 7) -> str:
+    """One log line; ``width``: of the scenario's name."""
     return (
-        f"{run['scenario']:7} c{run['connections']:<4} {run['rps']:8,.0f} req/s  "
+        f"{run['scenario']:{width}} c{run['connections']:<4} {run['rps']:8,.0f} req/s  "
         f"p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms  "
         f"errors {run['non2xx']}/{run['socket_errors']}  rss {run['peak_rss_mb']:.0f} MB"
         + (f"  batch {report.format_batch(run['mean_batch'])}" if run["mean_batch"] else "")
         + (f"  settled in {run['settle_s']:.1f} s" if run["settle_s"] >= 0.5 else "")
+        + (f"  WRONG BODIES {run['wrong_bodies']}" if run["wrong_bodies"] else "")
     )
 
 
@@ -167,6 +172,32 @@ def main_phase(args: argparse.Namespace, databases: list[Database]) -> list[dict
     return runs
 
 
+@dataclass(frozen=True)
+class ScaleRun:
+    """One wrk run of the scale phase: ``label`` names it in the results."""
+
+    label: str
+    scenario: str  # scenario.lua's
+    offsets: tuple[int, int] = (0, 900)
+
+
+def scale_plan(rows: int, batching: bool) -> list[ScaleRun]:
+    """What one server start of the scale phase measures: point and shallow pages everywhere;
+    at scale, deep offsets, keyset pages at random depths and the filters; with batching off,
+    only point reads (what issue 9 compares a lookup by name with)."""
+    if not batching:
+        return [ScaleRun("point_unbatched", "point")]
+    plan = [ScaleRun("point", "point"), ScaleRun("page", "page")]
+    if rows > SEED_ROWS:
+        plan += [
+            ScaleRun("page_deep", "page", (0, rows - 100)),
+            ScaleRun("page_keyset", "page_keyset"),
+            ScaleRun("by_name", "by_name"),
+            ScaleRun("age_range", "age_range"),
+        ]
+    return plan
+
+
 def scale_phase(
     args: argparse.Namespace, small: Database, big: Database, meta: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -176,42 +207,40 @@ def scale_phase(
     big.seed(args.scale_rows)
     meta["seed_rows_per_s"][small.name] = args.scale_rows / (time.perf_counter() - started)
     small.seed(SEED_ROWS)
-    pairs = [(small, SEED_ROWS), (big, args.scale_rows)]
+    # Server starts, interleaved: the small and the big database with batching on, and the big
+    # one with batching off (point reads only).
+    starts = [(small, SEED_ROWS, True), (big, args.scale_rows, True), (big, args.scale_rows, False)]
     for round_ in range(args.scale_rounds):
-        for database, rows in pairs if round_ % 2 == 0 else pairs[::-1]:
-            env = {"HEROES_DATABASE_URL": database.url, "HEROES_BATCHING": "true"}
+        for database, rows, batching in starts if round_ % 2 == 0 else starts[::-1]:
+            env = {
+                "HEROES_DATABASE_URL": database.url,
+                "HEROES_BATCHING": "true" if batching else "false",
+            }
             server = serve(SERVICE, env, rows, args.port)
-            plan: list[tuple[str, str, tuple[int, int]]] = [
-                ("point", "point", (0, 0)),
-                ("page", "page", (0, 900)),
-            ]
-            if rows > SEED_ROWS:
-                plan.append(("page_deep", "page", (0, rows - 100)))
             try:
-                for label, scenario, offsets in plan:
+                for step in scale_plan(rows, batching):
                     run = measure(
                         server,
-                        scenario,
+                        step.scenario,
                         seconds=args.seconds,
                         connections=args.connections,
                         counters=True,
                         max_id=rows,
-                        offsets=offsets,
+                        offsets=step.offsets,
+                        age_modulus=AGE_MODULUS,
                     )
-                    runs.append(
-                        {
-                            "phase": "scale",
-                            "target": database.name,
-                            "rows": rows,
-                            "round": round_,
-                            **run,
-                            "scenario": label,
-                        }
-                    )
+                    record = {
+                        "phase": "scale",
+                        "target": database.name,
+                        "rows": rows,
+                        "round": round_,
+                        **run,
+                        "scenario": step.label,
+                    }
+                    runs.append(record)
                     print(
                         f"scale {round_ + 1}/{args.scale_rounds} {database.name:10} {rows:>9,} "
-                        f"{label:9} {run['rps']:8,.0f} req/s  p50 {run['p50_ms']:7.1f} ms  "
-                        f"p99 {run['p99_ms']:7.1f} ms  rss {run['peak_rss_mb']:.0f} MB",
+                        f"{describe(record, 15)}",
                         flush=True,
                     )
             finally:
@@ -241,7 +270,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale-rows", type=int, default=1_000_000)
     parser.add_argument("--scale-rounds", type=int, default=2)
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--no-scale", action="store_true")
+    phases = parser.add_mutually_exclusive_group()
+    phases.add_argument("--no-scale", action="store_true", help="skip the scale run")
+    phases.add_argument(
+        "--scale-only",
+        action="store_true",
+        help="skip the main phase: only the scale run; README left unchanged",
+    )
     parser.add_argument("--port", type=int, default=PORT, help="the servers' port")
     parser.add_argument(
         "--label", default="", help="suffix for the result files; leaves the README unchanged"
@@ -275,13 +310,15 @@ def main() -> None:
         "quick": args.quick,
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}",
-        "rounds": args.rounds,
+        "rounds": 0 if args.scale_only else args.rounds,
         "seconds": args.seconds,
         "low_seconds": args.low_seconds,
         "connections": args.connections,
         "low_connections": args.low_connections,
         "high_connections": args.high_connections,
         "scale_rounds": 0 if args.no_scale else args.scale_rounds,
+        "scale_rows": args.scale_rows,
+        "age_modulus": AGE_MODULUS,
         "load_before": os.getloadavg(),
         "seed_rows_per_s": {},
         "database_mb": {},
@@ -304,7 +341,8 @@ def main() -> None:
         for database in databases:
             database.create()
             created.append(database)
-        runs += main_phase(args, databases)
+        if not args.scale_only:
+            runs += main_phase(args, databases)
         if not args.no_scale:
             for database in databases:
                 big: Database = (
@@ -321,17 +359,25 @@ def main() -> None:
     meta["minutes"] = round((time.perf_counter() - started) / 60, 1)
 
     stem = now.strftime("%Y-%m-%dT%H%M") + ("-quick" if args.quick else "")
+    stem += "-scale" if args.scale_only else ""
     stem += f"-{args.label}" if args.label else ""
     rows = report.summarize(runs)
     (RESULTS / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=1) + "\n"
     )
-    report.chart(rows, RESULTS / f"{stem}.png", meta)
-    section = report.markdown(meta, rows, f"results/{stem}.png")
+    written = ["json", "md"]
+    chart = None
+    if not args.scale_only:  # the chart shows the main phase
+        report.chart(rows, RESULTS / f"{stem}.png", meta)
+        chart = f"results/{stem}.png"
+        written.append("png")
+    section = report.markdown(meta, rows, chart)
     (RESULTS / f"{stem}.md").write_text(section + "\n")
-    if not (args.quick or args.label):
+    if not (args.quick or args.label or args.scale_only):
         report.update_readme(BENCH / "README.md", section)
-    print(f"\n{section}\nWrote bench/results/{stem}.{{json,md,png}} in {meta['minutes']} min.")
+    print(
+        f"\n{section}\nWrote bench/results/{stem}.{{{','.join(written)}}} in {meta['minutes']} min."
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-UVICORN = ROOT / ".venv" / "bin" / "uvicorn"
+# Beside the running interpreter (.venv/bin under `make bench`). The server runs in ROOT and
+# inherits the environment, so a PYTHONPATH pointing at another checkout's src is served too.
+UVICORN = Path(sys.executable).parent / "uvicorn"
 LUA = Path(__file__).with_name("wrk") / "scenario.lua"
 # The service's `make run` flags; the ceiling is served with exactly the same ones.
 UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
@@ -137,8 +140,13 @@ def run_wrk(
     connections: int,
     max_id: int,
     offsets: tuple[int, int] = (0, 900),
+    age_modulus: int | None = None,
 ) -> dict[str, float]:
-    """One wrk run of a scenario; returns the numbers scenario.lua's done() reports."""
+    """One wrk run of a scenario; returns the numbers scenario.lua's done() reports.
+
+    ``age_modulus``: hero n's age is n % age_modulus (bench.databases.AGE_MODULUS); the
+    age_range scenario needs it.
+    """
     env = {
         **os.environ,
         "BENCH_SCENARIO": scenario,
@@ -146,6 +154,8 @@ def run_wrk(
         "BENCH_MIN_OFFSET": str(offsets[0]),
         "BENCH_MAX_OFFSET": str(offsets[1]),
     }
+    if age_modulus is not None:
+        env["BENCH_AGE_MODULUS"] = str(age_modulus)
     # One wrk thread on its own core outruns this server many times over. The long timeout
     # lets slow responses show up in the latency percentiles instead of vanishing as timeouts.
     command = [

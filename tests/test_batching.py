@@ -270,3 +270,16 @@ async def test_a_cancelled_drain_cancels_what_it_leaves_queued() -> None:
 def test_max_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Batcher(Recorder(), max_size=0)
+
+
+async def test_a_disabled_batcher_runs_every_caller_alone_at_once() -> None:
+    run = Recorder()
+    batcher = Batcher(run, max_size=8, enabled=False)
+    first = await hold_first(run, batcher)
+    assert await batcher(2) == 20  # not queued behind the running batch
+    with pytest.raises(ValueError, match="bad -3"):
+        await batcher(-3)
+    run.release(0)
+    assert await first == 10
+    assert run.batches == [[1], [2], [-3]]
+    assert batcher.stats.batches == 0  # nothing was batched

@@ -131,6 +131,48 @@ class HeroesMachine(RuleBasedStateMachine):
         expected = [self.model[i] for i in sorted(self.model)][offset : offset + limit]
         assert response.json() == expected
 
+    @rule(data=st.data(), limit=st.integers(1, 100))
+    def find(self, data: st.DataObject, limit: int) -> None:
+        """Filters and keyset paging, against the model; the Link header when a page is full."""
+        known_names = sorted({hero["name"] for hero in self.model.values()}) or [""]
+        known_ages = sorted({h["age"] for h in self.model.values() if h["age"] is not None}) or [0]
+        known_ids = sorted(self.model) or [0]
+        params: dict[str, Any] = data.draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "name": st.sampled_from(known_names) | text,
+                    "min_age": st.sampled_from(known_ages) | st.integers(0, INT32_MAX),
+                    "max_age": st.sampled_from(known_ages) | st.integers(0, INT32_MAX),
+                    "after_id": st.sampled_from(known_ids) | st.integers(INT32_MIN, INT32_MAX),
+                    "offset": st.integers(0, 5),
+                },
+            )
+        )
+        response = self.client.get("/heroes/", params={**params, "limit": limit})
+        low: int = params.get("min_age", 0)
+        high: int = params.get("max_age", INT32_MAX)
+        if low > high or ("after_id" in params and params.get("offset")):
+            assert response.status_code == 422, response.text
+            return
+        matching = [
+            self.model[i]
+            for i in sorted(self.model)
+            if params.get("name", self.model[i]["name"]) == self.model[i]["name"]
+            and (
+                ("min_age" not in params and "max_age" not in params)
+                or (self.model[i]["age"] is not None and low <= self.model[i]["age"] <= high)
+            )
+            and i > params.get("after_id", INT32_MIN - 1)
+        ]
+        offset: int = params.get("offset", 0)
+        expected = matching[offset : offset + limit]
+        assert response.json() == expected
+        if len(expected) == limit:
+            assert f"after_id={expected[-1]['id']}" in response.headers["link"]
+        else:
+            assert "link" not in response.headers
+
     @rule(hero_id=heroes, change=updates)
     def patch(self, hero_id: int, change: dict[str, Any]) -> None:
         response = self.client.patch(f"/heroes/{hero_id}", json=change)

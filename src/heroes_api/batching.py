@@ -11,6 +11,8 @@ or an exception meant for that caller alone (one bad item must not fail its batc
 
 A caller cancelled while it waits is dropped from the queue (its item never runs); one
 cancelled while its batch runs just loses its answer, and the batch goes on for the others.
+
+``enabled=False`` is the escape hatch: every caller runs its own batch of one, at once.
 """
 
 import asyncio
@@ -42,11 +44,12 @@ class BatchStats:
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, run: RunBatch[Item, Result], *, max_size: int) -> None:
+    def __init__(self, run: RunBatch[Item, Result], *, max_size: int, enabled: bool = True) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._run = run
         self.max_size = max_size
+        self.enabled = enabled
         self.stats = BatchStats()
         self._busy = False
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
@@ -54,6 +57,9 @@ class Batcher(Generic[Item, Result]):
         self._idle: asyncio.Future[None] | None = None  # made by close(), resolved when idle
 
     async def __call__(self, item: Item) -> Result:
+        if not self.enabled:
+            (outcome,) = await self._run((item,))
+            return _result(outcome)
         if self._busy:
             future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
             self._queue.append((item, future))
@@ -66,9 +72,7 @@ class Batcher(Generic[Item, Result]):
             (outcome,) = await self._run((item,))
         finally:
             self._hand_over()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        return _result(outcome)
 
     async def close(self) -> None:
         """Wait until the running batch and every queued one have finished (lifespan shutdown,
@@ -136,3 +140,9 @@ class Batcher(Generic[Item, Result]):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+
+def _result(outcome: Result | BaseException) -> Result:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

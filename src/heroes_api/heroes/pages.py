@@ -1,26 +1,41 @@
-"""Pages of heroes, ordered by id: many pages, one statement.
+"""Pages of heroes, ordered by id, filtered, by offset or keyset: many pages, few statements.
 
-A page is ``ORDER BY id LIMIT :limit OFFSET :offset``. A batch of pages is one statement whose
-rows carry their page's position ``k``; its shape depends only on the batch size, so SQLAlchemy
-compiles it once and the database plans it cheaply:
+A page is ``WHERE <its filters> ORDER BY id LIMIT :limit OFFSET :offset``, with ``id > :after_id``
+for keyset paging. Filters go into the SQL only when given, so every query can use
+``ix_hero_name``, ``ix_hero_age`` or the primary key. Pages of one shape (the same filters
+given) share one statement whose rows carry their page's position ``k``; it depends only on the
+shape and the batch size, so SQLAlchemy compiles it once and the database plans it cheaply:
 
-- PostgreSQL: ``unnest`` the pages' positions, offsets and limits as three array parameters and
-  run the page query ``LATERAL`` for each: one statement text for every batch size;
+- PostgreSQL: ``unnest`` the pages' parameters as arrays and run the page query ``LATERAL`` for
+  each: one statement text per shape, whatever the batch size;
 - SQLite (no LATERAL, and a ``LIMIT`` cannot name an outer column): a ``UNION ALL`` of the page
   queries, at most 500 terms a statement (SQLite's compound-SELECT limit), cached per size.
 """
 
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, bindparam, column, func, literal, true, union_all
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    bindparam,
+    column,
+    func,
+    literal,
+    literal_column,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from heroes_api.heroes.schemas import INT32_MAX
 from heroes_api.heroes.service import HERO, HERO_PUBLIC, PublicHero
 
 MAX_UNION_TERMS = 500  # SQLite's SQLITE_MAX_COMPOUND_SELECT
@@ -28,42 +43,88 @@ MAX_UNION_TERMS = 500  # SQLite's SQLITE_MAX_COMPOUND_SELECT
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    offset: int
-    limit: int
+    offset: int = 0
+    limit: int = 100
+    name: str | None = None
+    min_age: int | None = None
+    max_age: int | None = None
+    after_id: int | None = None
+
+    @property
+    def shape(self) -> tuple[str, ...]:
+        """The parameters this page gives (offset and limit always): its statement's shape."""
+        return tuple(name for name in _TYPES if getattr(self, name) is not None)
+
+    def params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.shape}
 
 
-def _page_query(offset: Any, limit: Any) -> Any:
-    return select(*HERO_PUBLIC).order_by(HERO.c.id).offset(offset).limit(limit)
+_TYPES = {
+    "offset": BigInteger,
+    "limit": Integer,
+    "name": String,
+    "min_age": Integer,
+    "max_age": Integer,
+    "after_id": Integer,
+}
+# Each filter as a condition on its parameter's SQL value.
+_CONDITIONS: dict[str, Callable[[Any], Any]] = {
+    "name": lambda value: HERO.c.name == value,
+    "min_age": lambda value: HERO.c.age >= value,
+    "max_age": lambda value: HERO.c.age <= value,
+    "after_id": lambda value: HERO.c.id > value,
+}
+# An age bound alone gets the other end of the age range too. Planners that cannot see a
+# parameter's value (SQLite without STAT4, PostgreSQL's plan for a batch) guess that a one-sided
+# range matches a third of the table and walk the primary key instead of ix_hero_age; a
+# two-sided range they guess is narrow. So an age filter always costs what it matches.
+_AGE_ENDS = {
+    "min_age": HERO.c.age <= literal_column(str(INT32_MAX)),
+    "max_age": HERO.c.age >= literal_column("0"),
+}
 
 
-_ONE_PAGE = _page_query(bindparam("offset"), bindparam("limit"))
+def _page_query(shape: tuple[str, ...], param: Callable[[str], Any]) -> Any:
+    """The query for one page of ``shape``; ``param(name)`` is the SQL value of a parameter."""
+    filters = [_CONDITIONS[name](param(name)) for name in shape if name in _CONDITIONS]
+    ages = {"min_age", "max_age"} & set(shape)
+    if len(ages) == 1:
+        filters.append(_AGE_ENDS[ages.pop()])
+    query = select(*HERO_PUBLIC).where(*filters).order_by(HERO.c.id)
+    return query.offset(param("offset")).limit(param("limit"))
 
 
-def _lateral_pages() -> Any:
+def _numbered(k: int) -> Callable[[str], Any]:
+    """Page ``k``'s parameters in a UNION ALL: ``offset0``, ``limit0``, ``name0``, ``offset1``..."""
+    return lambda name: bindparam(f"{name}{k}", type_=_TYPES[name])
+
+
+@lru_cache(maxsize=64)
+def _one_page(shape: tuple[str, ...]) -> Any:
+    return _page_query(shape, lambda name: bindparam(name, type_=_TYPES[name]))
+
+
+@lru_cache(maxsize=64)
+def _lateral_pages(shape: tuple[str, ...]) -> Any:
+    names = ("k", *shape)
+    types = {"k": Integer, **_TYPES}
     pages = (
-        func.unnest(
-            bindparam("k", type_=ARRAY(Integer)),
-            bindparam("offset", type_=ARRAY(BigInteger)),
-            bindparam("limit", type_=ARRAY(Integer)),
-        )
-        .table_valued(column("k", Integer), column("offset", BigInteger), column("limit", Integer))
+        func.unnest(*(bindparam(name, type_=ARRAY(types[name])) for name in names))
+        .table_valued(*(column(name, types[name]) for name in names))
         .render_derived()
     )
-    rows = _page_query(pages.c.offset, pages.c.limit).lateral()
+    rows = _page_query(shape, lambda name: pages.c[name]).lateral()
     return select(pages.c.k, rows.c.id, rows.c.name, rows.c.age).select_from(
         pages.join(rows, true())
     )
 
 
-_LATERAL_PAGES = _lateral_pages()
-
-
-@lru_cache(maxsize=MAX_UNION_TERMS)
-def _union_of_pages(size: int) -> Any:
+@lru_cache(maxsize=256)
+def _union_of_pages(shape: tuple[str, ...], size: int) -> Any:
     parts = []
     for k in range(size):
-        rows = _page_query(bindparam(f"o{k}"), bindparam(f"l{k}")).subquery()
-        parts.append(select(literal(k).label("k"), rows.c.id, rows.c.name, rows.c.age))
+        page = _page_query(shape, _numbered(k)).subquery()
+        parts.append(select(literal(k).label("k"), page.c.id, page.c.name, page.c.age))
     union = union_all(*parts).subquery()
     return select(union.c.k, union.c.id, union.c.name, union.c.age)
 
@@ -71,31 +132,47 @@ def _union_of_pages(size: int) -> Any:
 async def list_pages(session: AsyncSession, pages: Sequence[Page]) -> list[list[PublicHero]]:
     """Each page's heroes, ordered by id."""
     if len(pages) == 1:
-        params = {"offset": pages[0].offset, "limit": pages[0].limit}
-        rows = await session.exec(_ONE_PAGE, params=params)
+        (page,) = pages
+        rows = await session.exec(_one_page(page.shape), params=page.params())
         return [[{"id": hero_id, "name": name, "age": age} for hero_id, name, age in rows]]
     results: list[list[PublicHero]] = [[] for _ in pages]
-    for k, hero_id, name, age in await _tagged_rows(session, pages):
-        results[k].append({"id": hero_id, "name": name, "age": age})
+    by_shape: defaultdict[tuple[str, ...], list[int]] = defaultdict(list)
+    for k, page in enumerate(pages):
+        by_shape[page.shape].append(k)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    for shape, positions in by_shape.items():
+        batch = [pages[k] for k in positions]
+        tagged = (
+            await _lateral_rows(session, shape, batch)
+            if postgresql
+            else await _union_rows(session, shape, batch)
+        )
+        for k, hero_id, name, age in tagged:
+            results[positions[k]].append({"id": hero_id, "name": name, "age": age})
     for heroes in results:  # a join or UNION ALL does not promise to keep each page's order
         heroes.sort(key=itemgetter("id"))
     return results
 
 
-async def _tagged_rows(session: AsyncSession, pages: Sequence[Page]) -> Iterable[Any]:
-    if session.get_bind().dialect.name == "postgresql":
-        arrays = {
-            "k": list(range(len(pages))),
-            "offset": [page.offset for page in pages],
-            "limit": [page.limit for page in pages],
-        }
-        return list(await session.exec(_LATERAL_PAGES, params=arrays))
+async def _lateral_rows(
+    session: AsyncSession, shape: tuple[str, ...], pages: list[Page]
+) -> list[Any]:
+    arrays = {name: [getattr(page, name) for page in pages] for name in shape}
+    arrays["k"] = list(range(len(pages)))
+    return list(await session.exec(_lateral_pages(shape), params=arrays))
+
+
+async def _union_rows(
+    session: AsyncSession, shape: tuple[str, ...], pages: list[Page]
+) -> list[Any]:
     rows: list[Any] = []
     for start in range(0, len(pages), MAX_UNION_TERMS):
         chunk = pages[start : start + MAX_UNION_TERMS]
-        params: dict[str, int] = {}
-        for k, page in enumerate(chunk):
-            params[f"o{k}"], params[f"l{k}"] = page.offset, page.limit
-        chunk_rows = await session.exec(_union_of_pages(len(chunk)), params=params)
+        params = {
+            f"{name}{k}": value
+            for k, page in enumerate(chunk)
+            for name, value in page.params().items()
+        }
+        chunk_rows = await session.exec(_union_of_pages(shape, len(chunk)), params=params)
         rows.extend((k + start, *row) for k, *row in chunk_rows)
     return rows

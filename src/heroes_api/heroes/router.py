@@ -1,18 +1,20 @@
-"""HTTP routes for heroes: parse, call one service function, return."""
+"""HTTP routes for heroes: parse, call the hero store, return."""
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from heroes_api.errors import ErrorDetail
+from heroes_api.heroes.pages import Page
 from heroes_api.heroes.schemas import (
     INT32_MAX,
     INT32_MIN,
-    INT64_MAX,
     HeroCreate,
     HeroPublic,
+    HeroQuery,
     HeroUpdate,
 )
+from heroes_api.heroes.service import PublicHero
 from heroes_api.heroes.store import HeroStoreDep
 from heroes_api.responses import RenderedJSON
 
@@ -23,9 +25,21 @@ router = APIRouter(
 )
 
 HeroId = Annotated[int, Path(ge=INT32_MIN, le=INT32_MAX, description="The hero's id.")]
+NEXT_LINK = {
+    "description": 'When the page is full: `<url>; rel="next"` (RFC 8288), the URL of the next '
+    "page, with the same filters and limit and `after_id` set to this page's last id.",
+    "schema": {"type": "string"},
+}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorDetail, "description": "Hero not found"}
 }
+
+
+def _next_page(request: Request, page: list[PublicHero], limit: int) -> dict[str, str] | None:
+    if len(page) < limit:
+        return None
+    url = request.url.remove_query_params("offset").include_query_params(after_id=page[-1]["id"])
+    return {"Link": f'<{url}>; rel="next"'}
 
 
 @router.post("/", response_model=HeroPublic, summary="Create a hero")
@@ -34,14 +48,19 @@ async def create_hero(heroes: HeroStoreDep, hero: HeroCreate) -> RenderedJSON:
     return RenderedJSON(await heroes.create(hero))
 
 
-@router.get("/", response_model=list[HeroPublic], summary="List heroes")
+@router.get(
+    "/",
+    response_model=list[HeroPublic],
+    responses={200: {"headers": {"Link": NEXT_LINK}}},
+    summary="List heroes",
+)
 async def read_heroes(
-    heroes: HeroStoreDep,
-    offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="Heroes to skip.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=100, description="Most heroes to return.")] = 100,
+    request: Request, heroes: HeroStoreDep, query: Annotated[HeroQuery, Query()]
 ) -> RenderedJSON:
-    """A page of heroes, ordered by id."""
-    return RenderedJSON(await heroes.page(offset=offset, limit=limit))
+    """A page of heroes ordered by id: by ``offset``, or after an id (``after_id``, as cheap at
+    any depth), optionally only those with a ``name`` or an age in ``min_age..max_age``."""
+    page = await heroes.page(Page(**query.model_dump()))
+    return RenderedJSON(page, headers=_next_page(request, page, query.limit))
 
 
 @router.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Read a hero")
