@@ -1,6 +1,7 @@
 """Each filtered and keyset page query is served by an index or the primary key, never by a full
 scan of ``hero``: asked of the database itself (SQLite ``EXPLAIN QUERY PLAN``, PostgreSQL
-``EXPLAIN``), on a table with enough rows and fresh statistics for the planner to choose."""
+``EXPLAIN`` of the generic plan a prepared statement settles on), on 50,000 heroes shaped like
+the benchmark's (each age held by 5), with fresh statistics."""
 
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,8 +21,8 @@ FILL = {
     ],
     "postgresql": [
         "INSERT INTO hero (name, secret_name, age) "
-        "SELECT format('Hero %s', lpad(i::text, 7, '0')), format('Secret %s', lpad(i::text, 7, '0')),"
-        " i % 10000 FROM generate_series(1, {rows}) AS i",
+        "SELECT 'Hero ' || lpad(i::text, 7, '0'), 'Secret ' || lpad(i::text, 7, '0'), i % 10000"
+        " FROM generate_series(1, {rows}) AS i",
     ],
 }
 PRIMARY_KEY = {"sqlite": "INTEGER PRIMARY KEY", "postgresql": "hero_pkey"}
