@@ -73,14 +73,22 @@ async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
     async with app.state.engine.connect() as connection:
         pragmas = {
             name: (await connection.execute(text(f"PRAGMA {name}"))).scalar()
-            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous", "mmap_size")
         }
     assert pragmas == {
         "journal_mode": "wal",
         "foreign_keys": 1,
         "busy_timeout": 30000,
         "synchronous": 1,
+        "mmap_size": 0,
     }
+    await app.state.engine.dispose()
+
+
+async def test_sqlite_memory_map_is_a_setting(sqlite_url: str) -> None:
+    app = create_app(Settings(database_url=sqlite_url, sqlite_mmap_mb=64))
+    async with app.state.engine.connect() as connection:
+        assert (await connection.execute(text("PRAGMA mmap_size"))).scalar() == 64 * 2**20
     await app.state.engine.dispose()
 
 

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # SQLite reader connections per process (writes use one more, their own); requests queue for
     # them up to db_pool_timeout.
     sqlite_pool_size: int = Field(default=1, ge=1)
+    # Memory-map up to this many MiB of the SQLite file (PRAGMA mmap_size). Faster scattered
+    # reads (age ranges on a large table: +27%), but RSS then counts the mapped file pages, and
+    # an I/O error on the file becomes a SIGBUS instead of an error. 0 (the default): off.
+    sqlite_mmap_mb: int = Field(default=0, ge=0)
     # PostgreSQL connection pool.
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)

@@ -91,11 +91,15 @@ def _sqlite_engine(settings: Settings, *, connections: int) -> AsyncEngine:
         max_overflow=0,  # opening a connection costs a thread and four PRAGMAs: keep them
         pool_timeout=settings.db_pool_timeout,
     )
-    _install_sqlite_pragmas(engine, busy_timeout_ms=int(settings.sqlite_busy_timeout * 1000))
+    _install_sqlite_pragmas(
+        engine,
+        busy_timeout_ms=int(settings.sqlite_busy_timeout * 1000),
+        mmap_bytes=settings.sqlite_mmap_mb * 2**20,
+    )
     return engine
 
 
-def _install_sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+def _install_sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int, mmap_bytes: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -105,6 +109,7 @@ def _install_sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int) -> Non
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA mmap_size={mmap_bytes}")
         cursor.close()
 
 

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, model_validator
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 from pydantic import Field as Constraint
 from sqlmodel import Field, SQLModel
 
@@ -63,36 +63,3 @@ class HeroUpdate(SQLModel):
     name: Text = Field(default_factory=lambda: None)
     age: Age | None = None
     secret_name: Text = Field(default_factory=lambda: None)
-
-
-HeroIdValue = Annotated[int, Constraint(ge=INT32_MIN, le=INT32_MAX)]
-
-
-class HeroQuery(BaseModel):
-    """The query parameters of ``GET /heroes/``: paging, then filters that combine with AND."""
-
-    offset: int = Constraint(default=0, ge=0, le=INT64_MAX, description="Heroes to skip.")
-    limit: int = Constraint(default=100, ge=1, le=100, description="Most heroes to return.")
-    name: Text | None = Constraint(
-        default=None, description="Only heroes with exactly this name (case-sensitive)."
-    )
-    min_age: Age | None = Constraint(
-        default=None, description="Only heroes at least this old (a hero without an age is out)."
-    )
-    max_age: Age | None = Constraint(
-        default=None, description="Only heroes at most this old (a hero without an age is out)."
-    )
-    after_id: HeroIdValue | None = Constraint(
-        default=None,
-        description="Keyset paging: only heroes whose id is greater, still ordered by id. "
-        "Costs the same at any depth; the `Link` header of a full page points at the next one. "
-        "Not with a non-zero `offset`.",
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "HeroQuery":
-        if self.min_age is not None and self.max_age is not None and self.min_age > self.max_age:
-            raise ValueError("min_age must not be greater than max_age")
-        if self.after_id is not None and self.offset:
-            raise ValueError("use after_id or offset, not both")
-        return self
