@@ -109,6 +109,16 @@ def summarize(runs: list[Run]) -> list[Run]:
     return rows
 
 
+def _on_off(table: list[Run]) -> list[tuple[Run, Run]]:
+    """Each batched service row with its ``-unbatched`` twin for the same scenario."""
+    return [
+        (on, off)
+        for on in table
+        if on["target"] in BACKENDS
+        and (off := _find(table, target=f"{on['target']}-unbatched", scenario=on["scenario"]))
+    ]
+
+
 def _find(table: list[Run], **match: Any) -> Run | None:
     return next((r for r in table if all(r[k] == v for k, v in match.items())), None)
 
@@ -221,13 +231,7 @@ def targets(rows: list[Run], meta: dict[str, Any]) -> list[tuple[str, str, bool]
                     ratio <= 2,
                 )
             )
-        low = _main(rows, low_c)
-        pairs = [
-            (on, off)
-            for on in low
-            if on["target"] == backend
-            and (off := _find(low, target=f"{backend}-unbatched", scenario=on["scenario"]))
-        ]
+        pairs = [pair for pair in _on_off(_main(rows, low_c)) if pair[0]["target"] == backend]
         if pairs:
             on, off = max(pairs, key=lambda pair: pair[0]["p50_ms"] / pair[1]["p50_ms"])
             worst_ratio = on["p50_ms"] / off["p50_ms"]
@@ -298,13 +302,7 @@ def markdown(meta: dict[str, Any], rows: list[Run], chart: str | None) -> str:
             f"| {format_batch(r['mean_batch'])} |"
         )
 
-    main = _main(rows, main_c)
-    on_off = [
-        (on, off)
-        for on in main
-        if on["target"] in BACKENDS
-        and (off := _find(main, target=f"{on['target']}-unbatched", scenario=on["scenario"]))
-    ]
+    on_off = _on_off(_main(rows, main_c))
     if on_off:
         lines += [
             "",
@@ -322,12 +320,7 @@ def markdown(meta: dict[str, Any], rows: list[Run], chart: str | None) -> str:
             )
 
     low = _main(rows, low_c)
-    low_pairs = [
-        (on, off)
-        for on in low
-        if on["target"] in BACKENDS
-        and (off := _find(low, target=f"{on['target']}-unbatched", scenario=on["scenario"]))
-    ]
+    low_pairs = _on_off(low)
     if low_pairs:
         lines += [
             "",
