@@ -21,8 +21,7 @@ from typing import Any
 
 from aiodataloader import DataLoader
 
-from bench.databases import PostgresDatabase, SqliteDatabase
-from bench.run import DEFAULT_POSTGRES, SEED_ROWS, WORK
+from bench.run import SEED_ROWS, WORK, database_for
 from bench.servers import run_wrk, start_server
 from heroes_api.main import app
 
@@ -62,11 +61,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    database = (
-        SqliteDatabase(WORK / "dataloader.db")
-        if args.backend == "sqlite"
-        else PostgresDatabase(DEFAULT_POSTGRES)
-    )
+    database = database_for(args.backend, "dataloader")
     results: dict[tuple[str, int], list[dict[str, float]]] = defaultdict(list)
     database.create()
     try:

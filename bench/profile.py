@@ -10,13 +10,11 @@ including callees.
 
 import argparse
 import collections
-import os
 import subprocess
 import threading
 from pathlib import Path
 
-from bench.databases import PostgresDatabase, SqliteDatabase
-from bench.run import DEFAULT_POSTGRES, PORT, SEED_ROWS, SERVICE, WORK
+from bench.run import PORT, SEED_ROWS, SERVICE, WORK, database_for
 from bench.servers import ROOT, run_wrk, start_server
 
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
@@ -47,11 +45,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15)
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
-    database = (
-        SqliteDatabase(WORK / "profile.db")
-        if args.backend == "sqlite"
-        else PostgresDatabase(os.environ.get("HEROES_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
-    )
+    database = database_for(args.backend, "profile")
     database.create()
     try:
         database.seed(SEED_ROWS)

@@ -119,6 +119,15 @@ def _on_off(table: list[Run]) -> list[tuple[Run, Run]]:
     ]
 
 
+def checks_table(heading: str, checks: list[tuple[str, str, bool]]) -> list[str]:
+    """Markdown lines of (target, measured, holds) checks; a miss is in bold."""
+    return [
+        f"| {heading} | measured | holds |",
+        "|---|---|---|",
+        *(f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks),
+    ]
+
+
 def _find(table: list[Run], **match: Any) -> Run | None:
     return next((r for r in table if all(r[k] == v for k, v in match.items())), None)
 
@@ -357,11 +366,7 @@ def markdown(meta: dict[str, Any], rows: list[Run], chart: str | None) -> str:
                 f"| {r['peak_rss_mb']:.0f} | {format_batch(r['mean_batch'])} |"
             )
 
-    lines += ["", "| target (issues 8 and 9) | measured | holds |", "|---|---|---|"]
-    lines += [
-        f"| {name} | {value} | {'yes' if ok else '**no**'} |"
-        for name, value, ok in targets(rows, meta)
-    ]
+    lines += ["", *checks_table("target (issues 8 and 9)", targets(rows, meta))]
     scale = sorted(
         (r for r in rows if r["phase"] == "scale"),
         key=lambda r: (TARGETS.index(r["target"]), SCALE_SCENARIOS.index(r["scenario"]), r["rows"]),

@@ -41,6 +41,20 @@ HIGH_SCENARIOS = ["point", "mixed"]  # the ones run at --high-connections
 Database = SqliteDatabase | PostgresDatabase
 
 
+def postgres_url() -> str:
+    return os.environ.get("HEROES_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+
+
+def database_for(backend: str, name: str) -> Database:
+    """A throwaway database for a one-backend tool: ``bench/.work/<name>.db`` on SQLite, else a
+    fresh database on the benchmark's PostgreSQL server."""
+    return (
+        SqliteDatabase(WORK / f"{name}.db")
+        if backend == "sqlite"
+        else PostgresDatabase(postgres_url())
+    )
+
+
 @dataclass(frozen=True)
 class Target:
     """One server configuration of the main phase: the ceiling, or the service on a database."""
@@ -324,7 +338,7 @@ def main() -> None:
         "database_mb": {},
     }
     databases: list[Database] = [SqliteDatabase(WORK / "heroes-1k.db")]
-    postgres_dsn = os.environ.get("HEROES_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    postgres_dsn = postgres_url()
     if not args.no_postgres:
         if (problem := postgres_server(postgres_dsn)) is None:
             databases.append(PostgresDatabase(postgres_dsn))

@@ -20,9 +20,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bench.databases import PostgresDatabase, SqliteDatabase
-from bench.report import format_batch
-from bench.run import DEFAULT_POSTGRES, PORT, RESULTS, SEED_ROWS, SERVICE, WORK, git_commit, measure
+from bench.report import checks_table, format_batch
+from bench.run import PORT, RESULTS, SEED_ROWS, SERVICE, WORK, database_for, git_commit, measure
 from bench.servers import raise_open_file_limit, run_wrk, start_server
 
 MAX_RSS_GROWTH = 0.10
@@ -94,11 +93,7 @@ def markdown(meta: dict[str, Any], minutes: list[dict[str, Any]], rss_start: flo
             f"| {m['non2xx']} | {m['socket_errors']} | {m['rss_mb']:.1f} "
             f"| {format_batch(m['mean_batch'])} |"
         )
-    lines += ["", "| target | measured | holds |", "|---|---|---|"]
-    lines += [
-        f"| {name} | {value} | {'yes' if ok else '**no**'} |"
-        for name, value, ok in checks(minutes, rss_start)
-    ]
+    lines += ["", *checks_table("target", checks(minutes, rss_start))]
     return "\n".join([*lines, ""])
 
 
@@ -118,11 +113,7 @@ def main() -> None:
         "minute_seconds": args.minute_seconds,
         "load_before": os.getloadavg(),
     }
-    database = (
-        SqliteDatabase(WORK / "soak.db")
-        if args.backend == "sqlite"
-        else PostgresDatabase(os.environ.get("HEROES_BENCH_POSTGRES_URL", DEFAULT_POSTGRES))
-    )
+    database = database_for(args.backend, "soak")
     minutes: list[dict[str, Any]] = []
     database.create()
     try:

@@ -36,7 +36,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.heroes.schemas import INT32_MAX
-from heroes_api.heroes.service import HERO, HERO_PUBLIC, PublicHero
+from heroes_api.heroes.service import HERO, HERO_PUBLIC, PublicHero, public_hero
 
 MAX_UNION_TERMS = 500  # SQLite's SQLITE_MAX_COMPOUND_SELECT
 
@@ -139,7 +139,7 @@ async def list_pages(session: AsyncSession, pages: Sequence[Page]) -> list[list[
     if len(pages) == 1:
         (page,) = pages
         rows = await session.exec(_one_page(page.shape), params=page.params())
-        return [[{"id": hero_id, "name": name, "age": age} for hero_id, name, age in rows]]
+        return [[public_hero(row) for row in rows]]
     results: list[list[PublicHero]] = [[] for _ in pages]
     by_shape: defaultdict[tuple[str, ...], list[int]] = defaultdict(list)
     for k, page in enumerate(pages):
@@ -152,8 +152,8 @@ async def list_pages(session: AsyncSession, pages: Sequence[Page]) -> list[list[
             if postgresql
             else await _union_rows(session, shape, batch)
         )
-        for k, hero_id, name, age in tagged:
-            results[positions[k]].append({"id": hero_id, "name": name, "age": age})
+        for k, *row in tagged:
+            results[positions[k]].append(public_hero(row))
     for heroes in results:  # a join or UNION ALL does not promise to keep each page's order
         heroes.sort(key=itemgetter("id"))
     return results
