@@ -22,10 +22,12 @@ async def running_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def make_hero(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+async def make_hero(
+    client: httpx.AsyncClient, *, headers: dict[str, str] | None = None, **overrides: Any
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"name": "Deadpond", "secret_name": "Dive Wilson", "age": 30}
     payload.update(overrides)
-    response = await client.post("/heroes/", json=payload)
+    response = await client.post("/heroes/", json=payload, headers=headers)
     assert response.status_code == 200, response.text
     hero: dict[str, Any] = response.json()
     return hero

@@ -1,11 +1,15 @@
 """Settings, read from the environment (prefix ``HEROES_``) only when asked for."""
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from heroes_api.security import KeyDigests, cors_origins, key_digests, read_key_file
 
 # Drivers users name in URLs from tutorials and hosting platforms, mapped to the async ones.
 _ASYNC_DRIVERS = {
@@ -38,7 +42,10 @@ BATCH_MAX_SIZE_LIMIT = 4096
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEROES_", extra="ignore")
+    # hide_input_in_errors: a refused setting is never echoed, since it may be an API key.
+    model_config = SettingsConfigDict(
+        env_prefix="HEROES_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite+aiosqlite:///./heroes.db"
     # Seconds a SQLite connection waits for a competing writer before giving up.
@@ -73,10 +80,38 @@ class Settings(BaseSettings):
     # Largest request body accepted; larger ones get 413 before they are read.
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
 
+    # API keys (README, "Security"), comma-separated, and a file of them, one a line. With any
+    # key set, writes need `Authorization: Bearer <key>`; reads too with protect_reads. Only
+    # SHA-256 digests of the keys are kept, here and anywhere else.
+    api_keys: Annotated[KeyDigests, NoDecode] = frozenset()
+    api_keys_file: Path | None = None
+    protect_reads: bool = False
+    # Browser origins (scheme://host[:port], comma-separated; "*" for any) allowed to call the
+    # API through CORS. Empty: no CORS, as in the tutorial.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
         return to_async_url(url)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _digest_keys(cls, keys: object) -> object:
+        return key_digests(keys.split(","), "HEROES_API_KEYS") if isinstance(keys, str) else keys
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, origins: object) -> object:
+        return cors_origins(origins) if isinstance(origins, str) else origins
+
+    @model_validator(mode="after")
+    def _keys_from_file(self) -> Self:
+        if self.api_keys_file is not None:
+            self.api_keys |= read_key_file(self.api_keys_file)
+        if self.protect_reads and not self.api_keys:
+            raise ValueError("HEROES_PROTECT_READS needs HEROES_API_KEYS or HEROES_API_KEYS_FILE")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -21,6 +21,7 @@ class AppError(Exception):
 
     status_code = 500
     detail = "Internal server error"
+    headers: dict[str, str] | None = None
 
 
 class HeroNotFound(AppError):
@@ -88,7 +89,7 @@ def _public_errors(errors: Any) -> list[dict[str, Any]]:
 
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -10,9 +10,10 @@ from heroes_api import __version__, health
 from heroes_api.config import Settings, get_settings
 from heroes_api.db import make_engine, make_sessionmaker, make_write_engine, schema_problem
 from heroes_api.errors import install_error_handlers
-from heroes_api.heroes.router import router as heroes_router
+from heroes_api.heroes import router as heroes
 from heroes_api.heroes.store import HeroStore
 from heroes_api.limits import BodySizeLimit
+from heroes_api.security import Cors, OpenWritesWarning, key_guard
 
 
 class SchemaNotMigrated(RuntimeError):
@@ -52,7 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
-    app.include_router(heroes_router)
+    if not settings.api_keys:
+        app.add_middleware(OpenWritesWarning)
+    if settings.cors_origins:  # outermost: errors and 413s carry the CORS headers too
+        app.add_middleware(Cors, origins=settings.cors_origins)
+    guard = key_guard(settings.api_keys)
+    app.include_router(heroes.writes, **guard)
+    app.include_router(heroes.reads, **(guard if settings.protect_reads else {}))
     app.include_router(health.router)
     return app
 

@@ -1,4 +1,7 @@
-"""HTTP routes for heroes: parse, call the hero store, return."""
+"""HTTP routes for heroes: parse, call the hero store, return.
+
+Two routers, ``reads`` and ``writes``, so that the app can put either behind the API keys.
+"""
 
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlencode
@@ -22,11 +25,11 @@ from heroes_api.heroes.service import PublicHero
 from heroes_api.heroes.store import HeroStoreDep
 from heroes_api.responses import RenderedJSON
 
-router = APIRouter(
-    prefix="/heroes",
-    tags=["heroes"],
-    responses={503: {"model": ErrorDetail, "description": "Database unavailable; retry"}},
-)
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorDetail, "description": "Database unavailable; retry"}
+}
+reads = APIRouter(prefix="/heroes", tags=["heroes"], responses=UNAVAILABLE)
+writes = APIRouter(prefix="/heroes", tags=["heroes"], responses=UNAVAILABLE)
 
 HeroId = Annotated[int, Path(ge=INT32_MIN, le=INT32_MAX, description="The hero's id.")]
 NO_AGE = "A hero without an age matches no age bound."
@@ -71,13 +74,13 @@ def _next_page(request: Request, page: Page, heroes: list[PublicHero]) -> dict[s
     return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
 
 
-@router.post("/", response_model=HeroPublic, summary="Create a hero")
+@writes.post("/", response_model=HeroPublic, summary="Create a hero")
 async def create_hero(heroes: HeroStoreDep, hero: HeroCreate) -> RenderedJSON:
     """Store a new hero; a client-sent ``id`` is ignored."""
     return RenderedJSON(await heroes.create(hero))
 
 
-@router.get(
+@reads.get(
     "/",
     response_model=list[HeroPublic],
     responses={200: {"headers": {"Link": NEXT_LINK}}},
@@ -118,18 +121,18 @@ async def read_heroes(
     return RenderedJSON(found, headers=_next_page(request, page, found))
 
 
-@router.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Read a hero")
+@reads.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Read a hero")
 async def read_hero(heroes: HeroStoreDep, hero_id: HeroId) -> RenderedJSON:
     return RenderedJSON(await heroes.get(hero_id))
 
 
-@router.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Update a hero")
+@writes.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Update a hero")
 async def update_hero(heroes: HeroStoreDep, hero_id: HeroId, hero: HeroUpdate) -> RenderedJSON:
     """Change only the fields sent; ``age`` may be set to null."""
     return RenderedJSON(await heroes.update(hero_id, hero))
 
 
-@router.delete("/{hero_id}", responses=NOT_FOUND, summary="Delete a hero")
+@writes.delete("/{hero_id}", responses=NOT_FOUND, summary="Delete a hero")
 async def delete_hero(heroes: HeroStoreDep, hero_id: HeroId) -> dict[str, bool]:
     await heroes.delete(hero_id)
     return {"ok": True}
