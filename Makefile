@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 
-.PHONY: install run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-lock
+.PHONY: install run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,10 @@ bench-layers: $(VENV)/.bench-installed
 # The natural batcher against aiodataloader in the served app (bench/dataloader.py).
 bench-dataloader: $(VENV)/.bench-installed bench-wrk
 	$(BIN)/python -m bench.dataloader $(BENCH_ARGS)
+
+# A against B in one interleaved run (bench/ab.py): what a setting or a code change costs.
+bench-ab: $(VENV)/.bench-installed bench-wrk
+	$(BIN)/python -m bench.ab $(BENCH_ARGS)
 
 bench-lock: install
 	$(BIN)/python -m pip install --quiet pip-tools

@@ -144,14 +144,16 @@ def run_wrk(
     max_id: int,
     offsets: tuple[int, int] = (0, 900),
     age_modulus: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """One wrk run of a scenario; returns the numbers scenario.lua's done() reports.
 
     ``age_modulus``: hero n's age is n % age_modulus (bench.databases.AGE_MODULUS); the
-    age_range scenario needs it.
+    age_range scenario needs it. ``extra_env``: more BENCH_* settings for scenario.lua.
     """
     env = {
         **os.environ,
+        **(extra_env or {}),
         "BENCH_SCENARIO": scenario,
         "BENCH_MAX_ID": str(max_id),
         "BENCH_MIN_OFFSET": str(offsets[0]),

@@ -2,7 +2,8 @@
 -- bench/servers.py's run_wrk sets: BENCH_SCENARIO (point, page, create, patch, mixed,
 -- page_keyset, by_name, age_range), BENCH_MAX_ID (ids 1..N exist), BENCH_MIN_OFFSET /
 -- BENCH_MAX_OFFSET (page scenario's random offset), BENCH_AGE_MODULUS (hero n's age is
--- n % modulus; age_range needs it). done() prints one line "BENCH_JSON {...}" that run_wrk parses.
+-- n % modulus; age_range needs it), BENCH_AUTHORIZATION (sent as every request's Authorization
+-- header: API keys). done() prints one line "BENCH_JSON {...}" that run_wrk parses.
 
 local scenario = os.getenv("BENCH_SCENARIO") or "point"
 local max_id = tonumber(os.getenv("BENCH_MAX_ID") or "1000")
@@ -10,6 +11,11 @@ local min_offset = tonumber(os.getenv("BENCH_MIN_OFFSET") or "0")
 local max_offset = tonumber(os.getenv("BENCH_MAX_OFFSET") or "900")
 local age_modulus = tonumber(os.getenv("BENCH_AGE_MODULUS") or "0")
 local json = { ["Content-Type"] = "application/json" }
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization then
+  wrk.headers["Authorization"] = authorization
+  json["Authorization"] = authorization
+end
 
 local threads = {}
 function setup(thread)

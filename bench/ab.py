@@ -1,0 +1,154 @@
+"""``make bench-ab``: what one setting or one code change costs, A against B, in one run.
+
+    .venv/bin/python -m bench.ab --label NAME --variant A:ENV=VALUE,... --variant B:...
+        [--code B=/path/to/other/checkout/src] [--scenario point ...] [--backend sqlite]
+        [--rounds N] [--seconds S] [--connections C]
+
+Each variant is the service (``bench.service:app``) with its own environment (and, with
+``--code``, another checkout's ``src`` on PYTHONPATH), on a database of its own seeded with the
+same 1,000 heroes. Both servers run at once, idle but for the variant under load: every round
+runs every scenario on every variant, alternating which goes first, so drift on a shared machine
+falls on both. Reports the median req/s and p50 per variant and each variant's ratio to the
+first; writes ``bench/results/<time>-ab-<label>.{json,md}``.
+
+``BENCH_AUTHORIZATION`` in a variant's environment is sent as the ``Authorization`` header of
+every request (API keys, issue 11).
+"""
+
+import argparse
+import json
+import statistics
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.run import (
+    PORT,
+    RESULTS,
+    SEED_ROWS,
+    SERVICE,
+    WORK,
+    database_for,
+    git_commit,
+    measure,
+    serve,
+)
+from bench.servers import Server
+
+SCENARIOS = ["point", "create", "patch", "mixed"]
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, settings = text.partition(":")
+    env = dict(item.split("=", 1) for item in settings.split(",") if item)
+    return name, env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--variant", action="append", required=True, type=parse_variant)
+    parser.add_argument("--code", action="append", default=[], help="NAME=PATH to a src dir")
+    parser.add_argument("--scenario", action="append", choices=[*SCENARIOS, "page"])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    scenarios = args.scenario or SCENARIOS
+    code = dict(item.split("=", 1) for item in args.code)
+    WORK.mkdir(exist_ok=True)
+
+    servers: dict[str, Server] = {}
+    databases = []
+    try:
+        for number, (name, env) in enumerate(args.variant):
+            database = database_for(args.backend, f"ab-{name}")
+            database.create()
+            database.seed(SEED_ROWS)
+            databases.append(database)
+            server_env = {"HEROES_DATABASE_URL": database.url, **env}
+            if name in code:
+                server_env["PYTHONPATH"] = code[name]
+            servers[name] = serve(SERVICE, server_env, SEED_ROWS, PORT + number)
+        runs = measure_rounds(args, scenarios, servers)
+    finally:
+        for server in servers.values():
+            server.stop()
+        for database in databases:
+            database.drop()
+    write_report(args, scenarios, runs)
+
+
+def measure_rounds(
+    args: argparse.Namespace, scenarios: list[str], servers: dict[str, Server]
+) -> list[dict[str, Any]]:
+    envs = dict(args.variant)
+    runs = []
+    for round_number in range(args.rounds):
+        names = list(servers) if round_number % 2 == 0 else list(reversed(servers))
+        for scenario in scenarios:
+            for name in names:
+                extra = {k: v for k, v in envs[name].items() if k.startswith("BENCH_")}
+                run = measure(
+                    servers[name],
+                    scenario,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    counters=True,
+                    max_id=SEED_ROWS,
+                    extra_env=extra,
+                )
+                runs.append({"variant": name, "round": round_number, **run})
+                print(
+                    f"round {round_number + 1}/{args.rounds} {scenario:7} {name:12} "
+                    f"{run['rps']:8,.0f} req/s  p50 {run['p50_ms']:6.1f} ms  "
+                    f"non-2xx {run['non2xx']}",
+                    flush=True,
+                )
+    return runs
+
+
+def write_report(
+    args: argparse.Namespace, scenarios: list[str], runs: list[dict[str, Any]]
+) -> None:
+    names = [name for name, _ in args.variant]
+    stamp = datetime.now().strftime("%Y-%m-%dT%H%M")
+    lines = [
+        f"A/B run {stamp}, commit `{git_commit()}`, {args.backend}, {args.connections} "
+        f"connections, {args.rounds} interleaved rounds of {args.seconds:g} s; medians.",
+        "",
+        "Variants: "
+        + "; ".join(
+            f"`{name}`: `{','.join(f'{k}={v}' for k, v in env.items()) or 'defaults'}`"
+            for name, env in args.variant
+        ),
+        "",
+        "| scenario | variant | req/s | p50 ms | p99 ms | non-2xx | vs " + names[0] + " |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for scenario in scenarios:
+        base = None
+        for name in names:
+            mine = [r for r in runs if r["variant"] == name and r["scenario"] == scenario]
+            rps = statistics.median(r["rps"] for r in mine)
+            base = base or rps
+            lines.append(
+                f"| {scenario} | {name} | {rps:,.0f} "
+                f"| {statistics.median(r['p50_ms'] for r in mine):.1f} "
+                f"| {statistics.median(r['p99_ms'] for r in mine):.1f} "
+                f"| {sum(r['non2xx'] for r in mine)} | {rps / base:.1%} |"
+            )
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{stamp}-ab-{args.label}"
+    Path(f"{path}.md").write_text(text)
+    Path(f"{path}.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    print(f"wrote {path}.md")
+
+
+if __name__ == "__main__":
+    main()
