@@ -1,6 +1,8 @@
 """The application factory, and ``app`` for ``uvicorn heroes_api.main:app``."""
 
 import gc
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +15,13 @@ from heroes_api.errors import install_error_handlers
 from heroes_api.heroes import router as heroes
 from heroes_api.heroes.store import HeroStore
 from heroes_api.limits import BodySizeLimit
-from heroes_api.security import Cors, OpenWritesWarning, key_guard
+from heroes_api.security import (
+    Cors,
+    OpenWritesWarning,
+    command_line_host,
+    key_guard,
+    warn_if_public,
+)
 
 
 class SchemaNotMigrated(RuntimeError):
@@ -25,6 +33,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         if problem := await schema_problem(app.state.engine):
             raise SchemaNotMigrated(f"heroes_api cannot start: {problem}")
+        if app.state.listen_host and not app.state.settings.api_keys:
+            warn_if_public(app.state.listen_host)
         yield
     finally:
         await app.state.heroes.close()
@@ -53,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
-    if not settings.api_keys:
+    app.state.listen_host = command_line_host(sys.argv, os.environ)
+    if not settings.api_keys and app.state.listen_host is None:
         app.add_middleware(OpenWritesWarning)
     if settings.cors_origins:  # outermost: errors and 413s carry the CORS headers too
         app.add_middleware(Cors, origins=settings.cors_origins)

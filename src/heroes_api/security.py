@@ -11,7 +11,7 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -173,12 +173,35 @@ class Cors(CORSMiddleware):
         await send(message)
 
 
-class OpenWritesWarning:
-    """Warns once when a request arrives on a non-loopback address while writes need no key.
+OPEN_WRITES = "writes are open to anyone who reaches %s: set HEROES_API_KEYS (README, 'Security')"
 
-    The app cannot see the address it listens on (uvicorn binds after the lifespan starts), so
-    the first request on a public address is the earliest certain sign.
-    """
+
+def command_line_host(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """The address uvicorn's command line listens on: ``--host``, else ``UVICORN_HOST``, else its
+    default 127.0.0.1. None when this process is not uvicorn's CLI (then the app cannot know
+    before a request comes) or listens on a socket it was handed (``--uds``, ``--fd``)."""
+    program = Path(argv[0]) if argv else Path()
+    if "uvicorn" not in (program.name, program.parent.name):
+        return None
+    host = environ.get("UVICORN_HOST", "127.0.0.1")
+    for position, arg in enumerate(argv):
+        if arg.split("=")[0] in ("--uds", "--fd"):
+            return None
+        if arg == "--host" and position + 1 < len(argv):
+            host = argv[position + 1]
+        elif arg.startswith("--host="):
+            host = arg.removeprefix("--host=")
+    return host
+
+
+def warn_if_public(host: str) -> None:
+    if _is_public(host):
+        logger.warning(OPEN_WRITES, host)
+
+
+class OpenWritesWarning:
+    """Warns once when a request arrives on a non-loopback address while writes need no key:
+    for servers whose listening address the app cannot read at startup (see main.lifespan)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -189,16 +212,12 @@ class OpenWritesWarning:
             host = (scope.get("server") or ("",))[0]
             if _is_public(host):
                 self.warned = True
-                logger.warning(
-                    "writes are open to anyone who reaches %s: set HEROES_API_KEYS "
-                    "(README, 'Security')",
-                    host,
-                )
+                logger.warning(OPEN_WRITES, host)
         await self.app(scope, receive, send)
 
 
 def _is_public(host: str) -> bool:
-    """Whether a local address is an IP that is not loopback (names and sockets: unknown)."""
+    """Whether an address is an IP that is not loopback (0.0.0.0 is public; names: unknown)."""
     try:
         return not ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
