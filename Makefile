@@ -1,27 +1,61 @@
 # The README's commands. `make run` and `make test` do all setup on a fresh machine.
-PYTHON ?= python3.11
+# Python 3.11, 3.12 or 3.13: python3.11 when there is one, else python3; PYTHON=... overrides.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
+# Seconds an idle keep-alive connection stays open: longer than the clients and proxies in front
+# keep theirs (AWS ALB 60 s, nginx upstream keepalive 60 s, httpx 5 s), so the server never
+# closes a connection just as a client reuses it.
+KEEP_ALIVE ?= 75
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto uvicorn trusts (comma-separated, or *).
+FORWARDED_ALLOW_IPS ?= 127.0.0.1
+# Where the workers' metrics live (prometheus-client multiprocess mode); emptied by `make run`.
+METRICS_DIR ?= .metrics
 
-.PHONY: install run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
+# The served command's flags, shared by `make run`, the tests (`make serve-flags`) and README.
+SERVE_FLAGS = --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools \
+	--no-access-log --log-config logging.json --timeout-graceful-shutdown 30 \
+	--timeout-keep-alive $(KEEP_ALIVE) --proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)'
+
+# Stops with a message unless $(PYTHON) is a supported version.
+define CHECK_PYTHON
+v=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); \
+case " $(SUPPORTED_PYTHONS) " in \
+*" $$v "*) echo "$(PYTHON) is Python $$v";; \
+*) echo "heroes_api needs Python 3.11, 3.12 or 3.13, but $(PYTHON) is $${v:-not a working Python}:" \
+	"install one of them, or pass its path: make PYTHON=/path/to/python3.12 ..." >&2; exit 1;; \
+esac
+endef
+
+.PHONY: install python serve-flags run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
 
 install: $(VENV)/.installed
 
+# The interpreter `make install` builds .venv with, or why none fits.
+python:
+	@$(CHECK_PYTHON)
+
 # Reinstall whenever the lock or the project metadata changes.
 $(VENV)/.installed: requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || { $(CHECK_PYTHON) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# Migrate once, then serve. uvicorn's own access log stays off: the app writes one line per
+# request with the route template and the request id (heroes_api.observe).
 run: install
 	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn heroes_api.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
-		--loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 30
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	PROMETHEUS_MULTIPROC_DIR=$(abspath $(METRICS_DIR)) $(BIN)/uvicorn heroes_api.main:app $(SERVE_FLAGS)
+
+serve-flags:
+	@echo "$(SERVE_FLAGS)"
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -76,4 +110,4 @@ bench-lock: install
 	cd bench && ../$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock requirements.in
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage bench/.work
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage bench/.work $(METRICS_DIR)

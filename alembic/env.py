@@ -1,7 +1,10 @@
 """Alembic environment: async, and pointed at the database the app's settings name."""
 
 import asyncio
-from logging.config import fileConfig
+import json
+import logging
+from logging.config import dictConfig
+from pathlib import Path
 from typing import Any, Literal
 
 from alembic import context
@@ -15,8 +18,13 @@ import heroes_api.models  # noqa: F401  (registers the tables on SQLModel.metada
 from heroes_api.config import get_settings, to_async_url
 
 config = context.config
+# The service's logging (logging.json beside alembic.ini, HEROES_LOG_FORMAT): migrations log like
+# the app. Tests that migrate in-process turn it off to keep pytest's own logging.
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+    dictConfig(json.loads(Path(config.config_file_name).with_name("logging.json").read_text()))
+    # The service keeps Alembic quiet (its schema check would log on every /health); a
+    # migration says what it runs.
+    logging.getLogger("alembic").setLevel(logging.INFO)
 
 target_metadata = SQLModel.metadata
 

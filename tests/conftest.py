@@ -14,6 +14,9 @@ from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postg
 from tests.factories import running_client
 
 _skip_reasons: list[str] = []
+# A developer's .env must not reach the tests: no .env for get_settings() here nor in the servers
+# the tests start (they inherit this environment). Tests build their Settings explicitly.
+os.environ["HEROES_ENV_FILE"] = ""
 
 
 @pytest.fixture(scope="session")

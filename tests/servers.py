@@ -1,6 +1,7 @@
 """Real uvicorn server processes for tests that need more than ASGITransport."""
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -16,6 +17,23 @@ from tests.databases import ROOT
 STARTUP_TIMEOUT_SECONDS = 20.0
 
 
+def serve_command(port: int, *, workers: int = 1, **make_vars: str) -> list[str]:
+    """``make run``'s uvicorn command, flags from the Makefile itself (``make serve-flags``), for
+    this interpreter and ``port`` on 127.0.0.1; ``make_vars`` override Makefile variables."""
+    variables = {"HOST": "127.0.0.1", "PORT": str(port), "WORKERS": str(workers), **make_vars}
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    flags = subprocess.run(
+        ["make", "--no-print-directory", "-s", "serve-flags"]
+        + [f"{name}={value}" for name, value in variables.items()],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [sys.executable, "-m", "uvicorn", "heroes_api.main:app", *shlex.split(flags)]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -24,24 +42,35 @@ def free_port() -> int:
 
 
 class Server:
-    """``uvicorn heroes_api.main:app`` on 127.0.0.1 in its own process, logging to a file."""
+    """``make run``'s uvicorn command on 127.0.0.1 in its own process, logging to a file, with
+    its metrics (prometheus-client multiprocess mode) in a directory of its own."""
 
     def __init__(
-        self, database_url: str, log_dir: Path, *, extra_env: dict[str, str] | None = None
+        self,
+        database_url: str,
+        log_dir: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        workers: int = 1,
+        make_vars: dict[str, str] | None = None,
     ):
         self.database_url = database_url
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"uvicorn-{self.port}.log"
-        self.env = {**os.environ, "HEROES_DATABASE_URL": database_url, **(extra_env or {})}
+        self.metrics_dir = log_dir / f"metrics-{self.port}"
+        self.metrics_dir.mkdir()
+        self.env = {
+            **os.environ,
+            "HEROES_DATABASE_URL": database_url,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            **(extra_env or {}),
+        }
+        self.command = serve_command(self.port, workers=workers, **(make_vars or {}))
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Server":
-        command = [
-            sys.executable, "-m", "uvicorn", "heroes_api.main:app",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-        ]  # fmt: skip
+        command = self.command
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT

@@ -13,6 +13,8 @@ A caller cancelled while it waits is dropped from the queue (its item never runs
 cancelled while its batch runs just loses its answer, and the batch goes on for the others.
 
 ``enabled=False`` is the escape hatch: every caller runs its own batch of one, at once.
+
+``on_batch``, when given, is called with the size of every batch as it starts (metrics).
 """
 
 import asyncio
@@ -44,13 +46,21 @@ class BatchStats:
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, run: RunBatch[Item, Result], *, max_size: int, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        run: RunBatch[Item, Result],
+        *,
+        max_size: int,
+        enabled: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self._run = run
         self.max_size = max_size
         self.enabled = enabled
         self.stats = BatchStats()
+        self._on_batch = on_batch
         self._busy = False
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._drainer: asyncio.Task[None] | None = None
@@ -68,7 +78,7 @@ class Batcher(Generic[Item, Result]):
         # Idle: run this item alone, here, now. Whatever arrives meanwhile forms the next batch.
         self._busy = True
         try:
-            self.stats.record(1)
+            self._record(1)
             (outcome,) = await self._run((item,))
         finally:
             self._hand_over()
@@ -118,8 +128,13 @@ class Batcher(Generic[Item, Result]):
         self.stats.queued = len(self._queue)
         return batch
 
+    def _record(self, size: int) -> None:
+        self.stats.record(size)
+        if self._on_batch is not None:
+            self._on_batch(size)
+
     async def _run_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        self.stats.record(len(batch))
+        self._record(len(batch))
         try:
             outcomes = await self._run([item for item, _ in batch])
         except asyncio.CancelledError:

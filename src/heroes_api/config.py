@@ -1,8 +1,9 @@
-"""Settings, read from the environment (prefix ``HEROES_``) only when asked for."""
+"""Settings, read from the environment (prefix ``HEROES_``) and ``.env`` only when asked for."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=256, ge=1, le=BATCH_MAX_SIZE_LIMIT)
     # Largest request body accepted; larger ones get 413 before they are read.
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
+    # Log lines as plain text or as one JSON object each (heroes_api.logs, logging.json).
+    log_format: Literal["text", "json"] = "text"
+    # One access-log line per request (method, route template, status, duration, request id).
+    access_log: bool = True
+    # GET /metrics in Prometheus text format, and the counters behind it.
+    metrics: bool = True
 
     # API keys (README, "Security"), comma-separated, and a file of them, one a line. With any
     # key set, writes need `Authorization: Bearer <key>`; reads too with protect_reads. Only
@@ -118,6 +125,14 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+# Settings also come from this file in the working directory; real environment variables win.
+# HEROES_ENV_FILE names another file, or none when empty (the test suite sets it empty).
+DEFAULT_ENV_FILE = ".env"
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The served settings: the environment, then ``.env``, then the defaults. Code that builds
+    ``Settings(...)`` itself (tests, tools) reads only the environment and its arguments."""
+    env_file = os.environ.get("HEROES_ENV_FILE", DEFAULT_ENV_FILE) or None
+    return Settings(_env_file=env_file)

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 
+from heroes_api.logs import request_id
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,12 +104,26 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         raise exc  # a bug: the 500 handler answers, and the server logs the traceback
     # The class only: a driver message may quote a value from the request.
     logger.warning("database error answered %d: %s", error.status_code, type(exc).__name__)
+    count_db_error(request, exc, error.status_code)
     return await _app_error(request, error)
 
 
+def count_db_error(request: Request, exc: BaseException, status: int) -> None:
+    if (metrics := request.app.state.metrics) is not None:
+        metrics.count_db_error(exc, status)
+
+
 async def _internal_error(request: Request, _exc: Exception) -> JSONResponse:
-    """A JSON 500 instead of Starlette's plain text; Starlette still logs the traceback."""
-    return await _app_error(request, AppError())
+    """A JSON 500 instead of Starlette's plain text; Starlette still logs the traceback.
+
+    This handler runs outside every middleware (Starlette's ServerErrorMiddleware), so it adds
+    the request id itself; the request-id middleware left it in the task's context."""
+    error = AppError()
+    return JSONResponse(
+        {"detail": error.detail},
+        status_code=error.status_code,
+        headers={"x-request-id": request_id.get()},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

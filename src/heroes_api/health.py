@@ -1,4 +1,5 @@
-"""``GET /health``: the database answers and its schema is the one this code needs."""
+"""``GET /health`` (readiness): the database answers and its schema is the one this code needs.
+``GET /health/live`` (liveness): the process answers; no database involved."""
 
 import asyncio
 import logging
@@ -9,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from heroes_api.db import schema_problem
-from heroes_api.errors import is_database_down
+from heroes_api.errors import count_db_error, is_database_down
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
@@ -39,7 +40,13 @@ async def health(request: Request) -> Healthy | JSONResponse:
         if not is_database_down(exc):
             raise
         logger.warning("health check: database unreachable: %s", type(exc).__name__)
+        count_db_error(request, exc, 503)
         problem = "database unreachable"
     if problem is None:
         return Healthy()
     return JSONResponse(Unhealthy(detail=problem).model_dump(), status_code=503)
+
+
+@router.get("/health/live", response_model=Healthy, summary="Process liveness (no database)")
+async def live() -> Healthy:
+    return Healthy()

@@ -7,12 +7,12 @@ is acknowledged only after the commit that holds it. With batching off, each req
 same queries as a batch of one, in a session of its own.
 """
 
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from heroes_api.batching import Batcher, BatchStats
+from heroes_api.batching import Batcher, BatchStats, RunBatch
 from heroes_api.db import SessionMaker
 from heroes_api.errors import TRANSACTION_ROLLBACK, HeroNotFound, is_database_down, sqlstate
 from heroes_api.heroes import service
@@ -31,13 +31,21 @@ class HeroStore:
         *,
         batching: bool,
         max_batch: int,
+        batch_observer: Callable[[str], Callable[[int], None]] | None = None,
     ) -> None:
+        """``batch_observer(name)`` gives the callback that each batcher calls with its batch
+        sizes (metrics); with batching off there are no batches to observe."""
         self._read_sessions = read_sessions
         self._write_sessions = write_sessions
-        # Off: every call runs its own batch of one, with no queue in front of it.
-        self._reads = Batcher(self._read_batch, max_size=max_batch, enabled=batching)
-        self._pages = Batcher(self._page_batch, max_size=max_batch, enabled=batching)
-        self._writes = Batcher(self._write_batch, max_size=max_batch, enabled=batching)
+
+        def batcher(run: RunBatch[Any, Any], name: str) -> Batcher[Any, Any]:
+            # Off: every call runs its own batch of one, with no queue in front of it.
+            observe = batch_observer(name) if batch_observer and batching else None
+            return Batcher(run, max_size=max_batch, enabled=batching, on_batch=observe)
+
+        self._reads: Batcher[int, Found] = batcher(self._read_batch, "reads")
+        self._pages: Batcher[Page, list[PublicHero]] = batcher(self._page_batch, "pages")
+        self._writes: Batcher[Write, Found] = batcher(self._write_batch, "writes")
 
     async def page(self, page: Page) -> list[PublicHero]:
         return await self._pages(page)

@@ -1,0 +1,114 @@
+"""X-Request-ID: a sane one is taken, any other is replaced, and every response carries one."""
+
+import logging
+import re
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from heroes_api.config import Settings
+from heroes_api.logs import RequestIdFilter
+from heroes_api.main import create_app
+from tests.factories import asgi_client
+
+GENERATED = re.compile(r"[0-9a-f]{32}")
+
+
+async def test_a_sane_request_id_is_echoed(client: httpx.AsyncClient) -> None:
+    for sane in (
+        "abc-123",
+        "7f1c2d3e-0000-4000-8000-1234567890ab",
+        "Root=1-5759e988:x/y+z@q.",
+        "a" * 128,
+    ):
+        response = await client.get("/heroes/1", headers={"X-Request-ID": sane})
+        assert response.headers["x-request-id"] == sane
+
+
+@pytest.mark.parametrize(
+    "insane",
+    ["a" * 129, "has space", "semi;colon", 'quote"', "<script>", "ünïcode", "tab\there", ""],
+)
+async def test_an_insane_request_id_is_replaced(client: httpx.AsyncClient, insane: str) -> None:
+    response = await client.get("/heroes/1", headers={"X-Request-ID": insane.encode()})
+    assert GENERATED.fullmatch(response.headers["x-request-id"])
+
+
+async def test_an_absent_request_id_is_made_fresh_for_every_request(
+    client: httpx.AsyncClient,
+) -> None:
+    ids = [(await client.get("/health/live")).headers["x-request-id"] for _ in range(5)]
+    assert all(GENERATED.fullmatch(rid) for rid in ids)
+    assert len(set(ids)) == 5
+
+
+async def test_errors_carry_the_request_id(client: httpx.AsyncClient) -> None:
+    headers = {"X-Request-ID": "err-1"}
+    responses = [
+        await client.get("/heroes/999999", headers=headers),  # 404 from the service
+        await client.get("/no/such/route", headers=headers),  # 404 from routing
+        await client.get("/heroes/abc", headers=headers),  # 422
+        await client.put("/heroes/1", headers=headers),  # 405
+    ]
+    assert [r.status_code for r in responses] == [404, 404, 422, 405]
+    assert all(r.headers["x-request-id"] == "err-1" for r in responses)
+
+
+async def test_a_413_carries_the_request_id(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, max_body_bytes=10))
+    async with asgi_client(app) as client:
+        declared = await client.post(
+            "/heroes/", content=b"x" * 11, headers={"X-Request-ID": "big-1"}
+        )
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield b"x" * 8
+            yield b"x" * 8
+
+        streamed = await client.post(
+            "/heroes/", content=chunks(), headers={"X-Request-ID": "big-2"}
+        )
+    await app.state.engine.dispose()
+    assert (declared.status_code, declared.headers["x-request-id"]) == (413, "big-1")
+    assert (streamed.status_code, streamed.headers["x-request-id"]) == (413, "big-2")
+
+
+@pytest.fixture
+def app_with_extra_routes() -> FastAPI:
+    app = create_app(Settings(database_url="sqlite://"))
+    logger = logging.getLogger("tests.inside")
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    @app.get("/say")
+    async def say() -> dict[str, str]:
+        logger.warning("inside the request")
+        return {}
+
+    return app
+
+
+async def test_a_500_carries_the_request_id(app_with_extra_routes: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app_with_extra_routes, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/boom", headers={"X-Request-ID": "boom-1"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error"}
+    assert response.headers["x-request-id"] == "boom-1"
+
+
+async def test_log_lines_written_during_a_request_carry_its_id(
+    app_with_extra_routes: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())
+    caplog.set_level(logging.INFO)
+    async with asgi_client(app_with_extra_routes) as client:
+        await client.get("/say", headers={"X-Request-ID": "say-1"})
+        await client.get("/say", headers={"X-Request-ID": "say-2"})
+    inside = [r for r in caplog.records if r.name == "tests.inside"]
+    access = [r for r in caplog.records if r.name == "heroes_api.access"]
+    assert [r.request_id for r in inside] == ["say-1", "say-2"]  # type: ignore[attr-defined]
+    assert [r.request_id for r in access] == ["say-1", "say-2"]  # type: ignore[attr-defined]
