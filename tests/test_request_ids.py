@@ -2,6 +2,7 @@
 
 import logging
 import re
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ async def test_a_sane_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     ["a" * 129, "has space", "semi;colon", 'quote"', "<script>", "ünïcode", "tab\there", ""],
 )
 async def test_an_insane_request_id_is_replaced(client: httpx.AsyncClient, insane: str) -> None:
-    response = await client.get("/heroes/1", headers={"X-Request-ID": insane.encode()})
+    response = await client.get("/heroes/1", headers=[(b"X-Request-ID", insane.encode())])
     assert GENERATED.fullmatch(response.headers["x-request-id"])
 
 
@@ -62,7 +63,7 @@ async def test_a_413_carries_the_request_id(database_url: str) -> None:
             "/heroes/", content=b"x" * 11, headers={"X-Request-ID": "big-1"}
         )
 
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[bytes]:
             yield b"x" * 8
             yield b"x" * 8
 

@@ -1,0 +1,165 @@
+"""GET /metrics: Prometheus text that prometheus-client's own parser reads, with counters that move
+by exactly the requests made."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from heroes_api.config import Settings
+from heroes_api.main import create_app
+from tests.factories import asgi_client, make_hero, running_client
+from tests.test_errors import failing_app  # noqa: F401  (a fixture)
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(client: httpx.AsyncClient) -> Samples:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return parse(response.text)
+
+
+def requests(samples: Samples, method: str, route: str, status: str) -> float:
+    return value(samples, "heroes_http_requests_total", method=method, route=route, status=status)
+
+
+async def test_counters_move_by_exactly_the_requests_made(client: httpx.AsyncClient) -> None:
+    hero = await make_hero(client)
+    before = await scrape(client)
+    for _ in range(7):
+        assert (await client.get(f"/heroes/{hero['id']}")).status_code == 200
+    for _ in range(3):
+        assert (await client.get("/heroes/2147483647")).status_code == 404
+    for _ in range(2):
+        assert (await client.post("/heroes/", json={"name": "x"})).status_code == 422
+    assert (await client.get("/no/such/route")).status_code == 404
+    after = await scrape(client)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    point = {"method": "GET", "route": "/heroes/{hero_id}"}
+    assert moved("heroes_http_requests_total", **point, status="200") == 7
+    assert moved("heroes_http_requests_total", **point, status="404") == 3
+    assert moved("heroes_http_requests_total", method="POST", route="/heroes/", status="422") == 2
+    assert moved("heroes_http_requests_total", method="GET", route="<unmatched>", status="404") == 1
+    assert moved("heroes_http_requests_total", method="GET", route="/metrics", status="200") == 1
+    # The latency histogram counts the same requests; each took some time, well under 10 s.
+    assert moved("heroes_http_request_duration_seconds_count", **point, status="200") == 7
+    assert (
+        moved("heroes_http_request_duration_seconds_bucket", **point, status="200", le="10.0") == 7
+    )
+    assert moved("heroes_http_request_duration_seconds_sum", **point, status="200") > 0
+    # Every point read was a batch of one here (one client, one request at a time).
+    assert moved("heroes_batch_size_count", batcher="reads") == 10
+    assert moved("heroes_batch_size_sum", batcher="reads") == 10
+    # Only the /metrics request itself is in flight while it is answered; no connection is out.
+    assert value(after, "heroes_http_requests_in_flight") == 1
+    assert value(after, "heroes_db_connections_in_use", pool="main") == 0
+
+
+async def test_no_raw_paths_or_ids_in_labels(client: httpx.AsyncClient) -> None:
+    for hero_id in (1, 2, 3):
+        await client.get(f"/heroes/{hero_id}")
+    routes = {dict(labels).get("route") for _, labels in await scrape(client)}
+    assert "/heroes/{hero_id}" in routes
+    assert not any(
+        route and route.startswith("/heroes/") and route[8:].isdigit() for route in routes
+    )
+
+
+async def test_batch_sizes_are_observed_under_concurrency(client: httpx.AsyncClient) -> None:
+    import asyncio
+
+    hero = await make_hero(client)
+    before = await scrape(client)
+    await asyncio.gather(*(client.get(f"/heroes/{hero['id']}") for _ in range(50)))
+    after = await scrape(client)
+    items = value(after, "heroes_batch_size_sum", batcher="reads") - value(
+        before, "heroes_batch_size_sum", batcher="reads"
+    )
+    batches = value(after, "heroes_batch_size_count", batcher="reads") - value(
+        before, "heroes_batch_size_count", batcher="reads"
+    )
+    assert items == 50
+    assert batches < 50  # some were shared
+
+
+async def test_pool_connections_in_use_are_seen_while_checked_out(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url))
+    async with running_client(app) as client:
+        async with app.state.engine.connect():
+            during = await scrape(client)
+        after = await scrape(client)
+    assert value(during, "heroes_db_connections_in_use", pool="main") == 1
+    assert value(after, "heroes_db_connections_in_use", pool="main") == 0
+
+
+async def test_database_errors_are_counted_by_class_and_status(
+    failing_app: FastAPI,  # noqa: F811
+) -> None:
+    transport = httpx.ASGITransport(app=failing_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        before = await scrape(client)
+        assert (await client.get("/fail/data")).status_code == 422
+        for _ in range(2):
+            assert (await client.get("/fail/dropped")).status_code == 503
+        assert (await client.get("/fail/pool")).status_code == 503
+        assert (await client.get("/fail/bug")).status_code == 500
+        after = await scrape(client)
+
+    def moved(**labels: str) -> float:
+        name = "heroes_db_errors_total"
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved(error="DBAPIError", status="422") == 1
+    assert moved(error="DBAPIError", status="503") == 2
+    assert moved(error="TimeoutError", status="503") == 1
+    assert sum(v for (name, _), v in after.items() if name == "heroes_db_errors_total") == 4
+    assert requests(after, "GET", "/fail/{kind}", "500") == 1
+
+
+async def test_an_unreachable_database_is_counted(tmp_path: object) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/no-such-dir/heroes.db"))
+    async with asgi_client(app) as client:
+        assert (await client.get("/health")).status_code == 503
+        assert (await client.get("/heroes/1")).status_code == 503
+        samples = await scrape(client)
+    await app.state.engine.dispose()
+    assert value(samples, "heroes_db_errors_total", error="OperationalError", status="503") == 2
+
+
+@pytest.fixture
+async def unmetered(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_client(create_app(Settings(database_url=database_url, metrics=False))) as c:
+        yield c
+
+
+async def test_metrics_can_be_turned_off(unmetered: httpx.AsyncClient) -> None:
+    assert (await unmetered.get("/metrics")).status_code == 404
+    hero = await make_hero(unmetered)
+    response = await unmetered.get(f"/heroes/{hero['id']}")
+    assert response.status_code == 200
+    assert response.headers["x-request-id"]
+
+
+def test_metrics_are_not_in_the_openapi_document() -> None:
+    schema = create_app(Settings(database_url="sqlite://")).openapi()
+    assert "/metrics" not in schema["paths"]
+    assert "/health/live" in schema["paths"]
