@@ -13,8 +13,11 @@ WORKERS ?= 1
 KEEP_ALIVE ?= 75
 # Proxies whose X-Forwarded-For / X-Forwarded-Proto uvicorn trusts (comma-separated, or *).
 FORWARDED_ALLOW_IPS ?= 127.0.0.1
-# Where the workers' metrics live (prometheus-client multiprocess mode); emptied by `make run`.
+# With WORKERS > 1, where the workers' metrics live (prometheus-client multiprocess mode, which
+# sums them; emptied by `make run`). One worker keeps its metrics in memory: cheaper (see
+# bench/README.md, "Cost of metrics") and just as exact.
 METRICS_DIR ?= .metrics
+MULTIPROC_ENV = $(if $(filter-out 1,$(WORKERS)),PROMETHEUS_MULTIPROC_DIR=$(abspath $(METRICS_DIR)))
 
 # The served command's flags, shared by `make run`, the tests (`make serve-flags`) and README.
 SERVE_FLAGS = --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools \
@@ -52,7 +55,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: install
 	$(BIN)/alembic upgrade head
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
-	PROMETHEUS_MULTIPROC_DIR=$(abspath $(METRICS_DIR)) $(BIN)/uvicorn heroes_api.main:app $(SERVE_FLAGS)
+	$(MULTIPROC_ENV) $(BIN)/uvicorn heroes_api.main:app $(SERVE_FLAGS)
 
 serve-flags:
 	@echo "$(SERVE_FLAGS)"

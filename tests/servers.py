@@ -42,8 +42,9 @@ def free_port() -> int:
 
 
 class Server:
-    """``make run``'s uvicorn command on 127.0.0.1 in its own process, logging to a file, with
-    its metrics (prometheus-client multiprocess mode) in a directory of its own."""
+    """``make run``'s uvicorn command on 127.0.0.1 in its own process, logging to a file; with
+    several workers, their metrics (prometheus-client multiprocess mode) in a directory of its
+    own, as ``make run`` does."""
 
     def __init__(
         self,
@@ -58,14 +59,11 @@ class Server:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"uvicorn-{self.port}.log"
-        self.metrics_dir = log_dir / f"metrics-{self.port}"
-        self.metrics_dir.mkdir()
-        self.env = {
-            **os.environ,
-            "HEROES_DATABASE_URL": database_url,
-            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-            **(extra_env or {}),
-        }
+        self.env = {**os.environ, "HEROES_DATABASE_URL": database_url, **(extra_env or {})}
+        if workers > 1:
+            metrics_dir = log_dir / f"metrics-{self.port}"
+            metrics_dir.mkdir()
+            self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         self.command = serve_command(self.port, workers=workers, **(make_vars or {}))
         self.process: subprocess.Popen[bytes] | None = None
 
