@@ -163,3 +163,14 @@ def test_metrics_are_not_in_the_openapi_document() -> None:
     schema = create_app(Settings(database_url="sqlite://")).openapi()
     assert "/metrics" not in schema["paths"]
     assert "/health/live" in schema["paths"]
+
+
+async def test_probes_and_metrics_need_no_key_when_reads_do(database_url: str) -> None:
+    key = "metrics-test-api-key-0123456789"
+    settings = Settings(database_url=database_url, api_keys=key, protect_reads=True)
+    async with running_client(create_app(settings)) as client:
+        assert (await client.get("/heroes/1")).status_code == 401
+        assert (await client.get("/health/live")).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+        samples = await scrape(client)
+    assert requests(samples, "GET", "/heroes/{hero_id}", "401") == 1

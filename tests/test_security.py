@@ -246,6 +246,7 @@ async def test_openapi_declares_the_key_where_it_is_needed(
         "PATCH /heroes/{hero_id}": needs_key,
         "DELETE /heroes/{hero_id}": needs_key,
         "GET /health": None,
+        "GET /health/live": None,
     }
     assert "401" in document["paths"]["/heroes/"]["post"]["responses"]
     assert "401" not in document["paths"]["/heroes/"]["get"]["responses"]
@@ -255,6 +256,7 @@ async def test_openapi_declares_the_key_where_it_is_needed(
     protected = (await private.get("/openapi.json")).json()
     assert _security_of(protected)["GET /heroes/"] == needs_key
     assert _security_of(protected)["GET /health"] is None
+    assert _security_of(protected)["GET /health/live"] is None
 
 
 async def test_without_keys_openapi_has_no_security(client: httpx.AsyncClient) -> None:
