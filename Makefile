@@ -34,7 +34,7 @@ case " $(SUPPORTED_PYTHONS) " in \
 esac
 endef
 
-.PHONY: install python serve-flags run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-metrics bench-lock
+.PHONY: install python serve-flags run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
 
 install: $(VENV)/.installed
 
@@ -107,10 +107,6 @@ bench-dataloader: $(VENV)/.bench-installed bench-wrk
 # A against B in one interleaved run (bench/ab.py): what a setting or a code change costs.
 bench-ab: $(VENV)/.bench-installed bench-wrk
 	$(BIN)/python -m bench.ab $(BENCH_ARGS)
-
-# What metrics and the access log cost on point reads (bench/metrics_ab.py, A/B interleaved).
-bench-metrics: $(VENV)/.bench-installed bench-wrk
-	$(BIN)/python -m bench.metrics_ab $(BENCH_ARGS)
 
 bench-lock: install
 	$(BIN)/python -m pip install --quiet pip-tools

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ab --label NAME --variant A:ENV=VALUE,... --variant B:...
         [--code B=/path/to/other/checkout/src] [--scenario point ...] [--backend sqlite]
-        [--rounds N] [--seconds S] [--connections C]
+        [--rounds N] [--seconds S] [--connections C] [--port P]
 
 Each variant is the service (``bench.service:app``) with its own environment (and, with
 ``--code``, another checkout's ``src`` on PYTHONPATH), on a database of its own seeded with the
@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--port", type=int, default=PORT, help="the first variant's; the others count up from it"
+    )
     args = parser.parse_args()
     scenarios = args.scenario or SCENARIOS
     code = dict(item.split("=", 1) for item in args.code)
@@ -72,7 +75,7 @@ def main() -> None:
             server_env = {"HEROES_DATABASE_URL": database.url, **env}
             if name in code:
                 server_env["PYTHONPATH"] = code[name]
-            servers[name] = serve(SERVICE, server_env, SEED_ROWS, PORT + number)
+            servers[name] = serve(SERVICE, server_env, SEED_ROWS, args.port + number)
         runs = measure_rounds(args, scenarios, servers)
     finally:
         for server in servers.values():
