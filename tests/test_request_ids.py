@@ -2,6 +2,8 @@
 
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,7 +15,7 @@ from heroes_api.logs import RequestIdFilter
 from heroes_api.main import create_app
 from tests.factories import asgi_client
 
-GENERATED = re.compile(r"[0-9a-f]{32}")
+GENERATED = re.compile(r"[0-9a-f]{16}-[0-9a-f]+")
 
 
 async def test_a_sane_request_id_is_echoed(client: httpx.AsyncClient) -> None:
@@ -113,3 +115,25 @@ async def test_log_lines_written_during_a_request_carry_its_id(
     access = [r for r in caplog.records if r.name == "heroes_api.access"]
     assert [r.request_id for r in inside] == ["say-1", "say-2"]  # type: ignore[attr-defined]
     assert [r.request_id for r in access] == ["say-1", "say-2"]  # type: ignore[attr-defined]
+
+
+FORK = """
+import os
+from heroes_api.observe import _ids
+parent = _ids.next()
+read, write = os.pipe()
+if (pid := os.fork()) == 0:
+    os.write(write, _ids.next().encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(parent, os.read(read, 100).decode(), _ids.next())
+"""
+
+
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    """In a fresh single-threaded interpreter: forking where threads run is deprecated."""
+    done = subprocess.run([sys.executable, "-c", FORK], capture_output=True, text=True, check=True)
+    parent, child, parent_again = done.stdout.split()
+    assert all(GENERATED.fullmatch(rid) for rid in (parent, child, parent_again))
+    assert parent.split("-")[0] == parent_again.split("-")[0] != child.split("-")[0]
+    assert (parent.split("-")[1], parent_again.split("-")[1]) == ("1", "2")
