@@ -16,6 +16,7 @@ from heroes_api.main import create_app
 from heroes_api.security import command_line_host
 from tests.factories import make_hero, running_client
 from tests.servers import Server
+from tests.test_metrics import scrape, value
 
 KEY = "k3y-0ne.with~all+token/chars=="
 OTHER_KEY = "another-valid-key-2"
@@ -99,7 +100,10 @@ async def test_writes_without_a_valid_key_are_401_and_change_nothing(
     assert KEY not in log_text()
     assert WRONG_KEY not in log_text()
     assert KEY[:-1] not in log_text()
-    assert f"authentication failed ({detail.split(':')[0].lower()})" in log_text()
+    reason = {None: "missing", "invalid_request": "malformed", "invalid_token": "invalid"}[error]
+    assert f"authentication failed ({reason}): {route} /heroes/" in log_text()
+    samples = await scrape(keyed)
+    assert value(samples, "heroes_auth_failures_total", reason=reason) == 1
 
 
 @pytest.mark.parametrize("key", [KEY, OTHER_KEY])
@@ -320,7 +324,8 @@ async def test_simple_requests_from_allowed_and_other_origins(browser: httpx.Asy
     created = await browser.post("/heroes/", json=HERO, headers={"Origin": ORIGIN, **bearer(KEY)})
     assert created.status_code == 200
     assert created.headers["access-control-allow-origin"] == ORIGIN
-    assert "link" in created.headers["access-control-expose-headers"].lower()
+    exposed = created.headers["access-control-expose-headers"].lower().split(", ")
+    assert {"link", "x-request-id"} <= set(exposed)
 
     # Another origin's request is served (CORS binds browsers, not servers), but its answer
     # carries no CORS header, so the browser keeps it from the page.
@@ -419,6 +424,6 @@ def test_real_server_logs_no_key(database_url: str, tmp_path: Path) -> None:
             assert client.post("/heroes/", json=HERO, headers={"Authorization": KEY}).is_error
             assert client.post("/heroes/", json=HERO, headers=bearer(KEY)).is_success
         log = server.log()
-    assert "authentication failed (invalid api key)" in log
+    assert "authentication failed (invalid): POST /heroes/" in log
     for key in (KEY, OTHER_KEY, WRONG_KEY):
         assert key not in log

@@ -67,6 +67,12 @@ class Metrics:
             ("error", "status"),
             registry=registry,
         )
+        self.auth_failures = Counter(
+            "heroes_auth_failures",
+            "Requests refused for a missing, malformed or invalid API key",
+            ("reason",),
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "heroes_batch_size",
             "Requests served by one database round trip (reads, pages) or transaction (writes)",

@@ -109,13 +109,14 @@ class ApiKey(HTTPBearer):
     async def __call__(self, request: HTTPConnection) -> None:
         header = request.headers.get("authorization")
         if header is None:
-            self._refuse(request, "Not authenticated: send Authorization: Bearer <API key>")
+            detail = "Not authenticated: send Authorization: Bearer <API key>"
+            self._refuse(request, "missing", detail)
         scheme, _, key = header.partition(" ")
         key = key.lstrip(" ")
         if scheme.lower() != "bearer" or not _TOKEN.fullmatch(key):
-            self._refuse(request, "Malformed Authorization header", "invalid_request")
+            self._refuse(request, "malformed", "Malformed Authorization header", "invalid_request")
         if not self._admits(key):
-            self._refuse(request, "Invalid API key", "invalid_token")
+            self._refuse(request, "invalid", "Invalid API key", "invalid_token")
 
     def _admits(self, key: str) -> bool:
         digest = _digest(key)
@@ -125,10 +126,14 @@ class ApiKey(HTTPBearer):
         return admitted
 
     @staticmethod
-    def _refuse(request: HTTPConnection, detail: str, error: str | None = None) -> NoReturn:
+    def _refuse(
+        request: HTTPConnection, reason: str, detail: str, error: str | None = None
+    ) -> NoReturn:
+        """Log and count a refusal (``reason``: missing, malformed, invalid), then answer 401."""
         route = getattr(request.scope.get("route"), "path", "?")
-        reason = detail.split(":")[0].lower()
         logger.warning("authentication failed (%s): %s %s", reason, request.scope["method"], route)
+        if (metrics := request.app.state.metrics) is not None:
+            metrics.auth_failures.labels(reason).inc()
         raise NotAuthenticated(detail, error)
 
 
@@ -148,8 +153,14 @@ class Cors(CORSMiddleware):
             app,
             allow_origins=origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
-            expose_headers=["Link"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=["Link", "X-Request-ID"],
         )
 
     def preflight_response(self, request_headers: Headers) -> Response:
