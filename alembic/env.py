@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import AutoString, SQLModel
 
 import heroes_api.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from heroes_api.compatibility import include_name, record_step
 from heroes_api.config import get_settings, to_async_url
 
 config = context.config
@@ -47,6 +48,9 @@ def _configure(**kwargs: Any) -> None:
         render_as_batch=True,
         compare_type=True,
         render_item=render_item,
+        include_name=include_name,
+        # Records each step's declared compatibility in the database (rolling deploys).
+        on_version_apply=record_step,
         **kwargs,
     )
 

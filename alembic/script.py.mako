@@ -16,6 +16,11 @@ revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# Rolling deploys (README, "Deploying a schema change"): can instances running code written for
+# the previous revision keep serving on this schema? True only for expand-only changes (new
+# tables, nullable or defaulted columns, indexes). Say so, or the migration refuses to run:
+# backward_compatible = True
+# backward_compatible = False  # optionally: compatible_with_code_from = "<revision>"
 
 
 def upgrade() -> None:

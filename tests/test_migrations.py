@@ -16,6 +16,7 @@ from sqlmodel import SQLModel
 import heroes_api.models  # noqa: F401
 from heroes_api.adopt import adopt, describe_schema, inspect_database
 from heroes_api.adopt import main as adopt_main
+from heroes_api.compatibility import include_name
 from heroes_api.config import get_settings
 from heroes_api.db import SCHEMA_REVISION
 from tests.databases import ROOT, Databases, alembic_config, migrate
@@ -57,7 +58,8 @@ def test_models_and_migrations_do_not_drift(database_url: str) -> None:
     command.check(alembic_config(url))  # raises if autogenerate would write a migration
 
     def diff(connection: Connection) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        opts = {"compare_type": True, "include_name": include_name}
+        context = MigrationContext.configure(connection, opts=opts)
         return list(compare_metadata(context, SQLModel.metadata))
 
     assert inspect_database(url, diff) == []

@@ -16,6 +16,8 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Rolling deploys (README, "Deploying a schema change"): the first revision has no older code.
+backward_compatible = True
 
 ADOPT_HINT = (
     "This database already has a 'hero' table that Alembic does not manage (for example the "

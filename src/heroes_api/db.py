@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from heroes_api.compatibility import SCHEMA_REVISION, compatibility_problem, read_chain
 from heroes_api.config import Settings
 
-# The Alembic revision this code expects the database to be at. A test keeps it equal to the
-# newest file in alembic/versions, so a new migration cannot be forgotten here.
-SCHEMA_REVISION = "0001"
+__all__ = ["SCHEMA_REVISION", "SessionMaker", "schema_problem"]
+
 
 SessionMaker = async_sessionmaker[AsyncSession]
 
@@ -117,18 +117,21 @@ def make_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-def _current_revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+def _schema_problem(connection: Connection) -> str | None:
+    revision = MigrationContext.configure(connection).get_current_revision()
+    if revision == SCHEMA_REVISION:  # the common case: one query
+        return None
+    if revision is None:
+        return (
+            f"database schema has no Alembic revision, this code needs {SCHEMA_REVISION!r}: "
+            "run `alembic upgrade head` (see README, 'Migrations')"
+        )
+    return compatibility_problem(read_chain(connection), revision)
 
 
 async def schema_problem(engine: AsyncEngine) -> str | None:
-    """Say what is wrong with the database's schema, or None when it is at SCHEMA_REVISION."""
+    """Say why this code must not serve the database, or None when the database is at
+    SCHEMA_REVISION or at a later revision recorded as compatible with it (rolling deploys,
+    ``heroes_api.compatibility``)."""
     async with engine.connect() as connection:
-        revision = await connection.run_sync(_current_revision)
-    if revision == SCHEMA_REVISION:
-        return None
-    found = "has no Alembic revision" if revision is None else f"is at revision {revision!r}"
-    return (
-        f"database schema {found}, this code needs {SCHEMA_REVISION!r}: "
-        "run `alembic upgrade head` (see README, 'Migrations')"
-    )
+        return await connection.run_sync(_schema_problem)
