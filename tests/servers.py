@@ -34,6 +34,13 @@ def serve_command(port: int, *, workers: int = 1, **make_vars: str) -> list[str]
     return [sys.executable, "-m", "uvicorn", "heroes_api.main:app", *shlex.split(flags)]
 
 
+def release_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """The environment that runs ``root``'s source tree instead of the installed one: its
+    ``src`` first on the path, and no coverage measurement (its files are not this tree's)."""
+    kept = {k: v for k, v in env.items() if not k.startswith(("COV_CORE_", "COVERAGE_"))}
+    return {**kept, "PYTHONPATH": str(root / "src")}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -54,8 +61,11 @@ class Server:
         extra_env: dict[str, str] | None = None,
         workers: int = 1,
         make_vars: dict[str, str] | None = None,
+        root: Path = ROOT,
     ):
+        """``root``: the source tree to serve (another release's, unpacked elsewhere)."""
         self.database_url = database_url
+        self.root = root
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"uvicorn-{self.port}.log"
@@ -65,13 +75,15 @@ class Server:
             metrics_dir.mkdir()
             self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         self.command = serve_command(self.port, workers=workers, **(make_vars or {}))
+        if root != ROOT:
+            self.env = release_env(self.env, root)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Server":
         command = self.command
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                command, cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         self._wait_until_healthy()
         return self

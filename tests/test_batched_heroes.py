@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from heroes_api.config import BATCH_MAX_SIZE_LIMIT, Settings
 from heroes_api.heroes import service
+from heroes_api.heroes.etags import MAX_TAGS
 from heroes_api.heroes.pages import Page, list_pages
 from heroes_api.heroes.schemas import HeroCreate
 from heroes_api.heroes.store import HeroStore
@@ -211,28 +212,42 @@ async def test_a_batch_at_the_largest_cap_stays_within_the_databases_limits(
     async with app.state.write_sessionmaker() as session:
         created = await service.apply_writes(session, creates)
         await session.commit()
-    assert [hero and hero["name"] for hero in created] == [f"h{n}" for n in range(size)]
-    ids = sorted(hero["id"] for hero in created if hero)
+    heroes = [outcome for outcome in created if isinstance(outcome, service.Versioned)]
+    assert [found.hero["name"] for found in heroes] == [f"h{n}" for n in range(size)]
+    assert {found.version for found in heroes} == {1}
+    ids = sorted(found.hero["id"] for found in heroes)
     assert len(set(ids)) == size
 
     changes = {"name": "x", "age": None, "secret_name": "y"}
     async with app.state.write_sessionmaker() as session:
         updated = await service.apply_writes(session, [service.Update(i, changes) for i in ids])
         await session.commit()
-    assert updated == [{"id": i, "name": "x", "age": None} for i in ids]
+    assert updated == [service.Versioned({"id": i, "name": "x", "age": None}, 2) for i in ids]
+
+    # Conditional, with the most entity tags an If-Match may carry: many statements' worth of
+    # bind parameters, cut into statements both backends accept.
+    versions = frozenset(range(2, 2 + MAX_TAGS))
+    conditional = [service.Update(i, changes, versions) for i in ids]
+    async with app.state.write_sessionmaker() as session:
+        updated = await service.apply_writes(session, conditional)
+        await session.commit()
+    assert updated == [service.Versioned({"id": i, "name": "x", "age": None}, 3) for i in ids]
 
     pages = [Page(offset=n, limit=3) for n in range(size)]
     async with app.state.sessionmaker() as session:
         found = await service.get_heroes(session, ids)
         listed = await list_pages(session, pages)
-    assert found == {i: {"id": i, "name": "x", "age": None} for i in ids}
+    assert found == {i: service.Versioned({"id": i, "name": "x", "age": None}, 3) for i in ids}
     assert [[hero["id"] for hero in page] for page in listed] == [
         ids[n : n + 3] for n in range(size)
     ]
 
+    stale = frozenset(range(4, 4 + MAX_TAGS))
     async with app.state.write_sessionmaker() as session:
+        refused = await service.apply_writes(session, [service.Delete(i, stale) for i in ids])
         deleted = await service.apply_writes(session, [service.Delete(i) for i in ids])
         await session.commit()
+    assert all(isinstance(outcome, service.PreconditionFailed) for outcome in refused)
     assert deleted == updated
     assert await read_all_heroes(client) == {}
 

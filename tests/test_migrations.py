@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -41,7 +42,8 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     schema = inspect_database(url, describe_schema)
     assert {"hero", "alembic_version"} <= schema["tables"]
     assert schema["indexes"] == {"ix_hero_name": (["name"], False), "ix_hero_age": (["age"], False)}
-    assert set(schema["columns"]) == {"id", "name", "age", "secret_name"}
+    assert set(schema["columns"]) == {"id", "name", "age", "secret_name", "version"}
+    assert schema["columns"]["version"][1] is False
     assert schema["columns"]["age"][1] is True
     assert schema["columns"]["name"][1] is False
     assert schema["primary_key"] == ["id"]
@@ -51,6 +53,49 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
 
     migrate(url)
     assert inspect_database(url, describe_schema) == schema
+
+
+def _table_storage(connection: Connection) -> Any:
+    """Where the hero table's rows live: a rewrite (or SQLite batch copy) moves them."""
+    if connection.dialect.name == "postgresql":
+        query = "SELECT relfilenode FROM pg_class WHERE relname = 'hero'"
+    else:
+        query = "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'hero'"
+    return connection.execute(text(query)).scalar_one()
+
+
+def test_version_column_is_added_in_place_and_existing_rows_get_1(empty_database_url: str) -> None:
+    """0002 on a table with rows written by 0001's code: every row gets version 1, the table is
+    not rewritten (PostgreSQL: same relfilenode; SQLite: same root page, no batch copy), and a
+    downgrade drops the column and keeps the rows."""
+    url = empty_database_url
+    migrate(url, "0001")
+
+    def fill(connection: Connection) -> Any:
+        connection.execute(
+            text("INSERT INTO hero (name, secret_name, age) VALUES (:n, 's', :a)"),
+            [{"n": f"h{n}", "a": n} for n in range(500)],
+        )
+        connection.commit()
+        return _table_storage(connection)
+
+    before = inspect_database(url, fill)
+    migrate(url, "0002")
+
+    def read(connection: Connection) -> Any:
+        rows = connection.execute(text("SELECT name, age, version FROM hero ORDER BY id")).all()
+        return _table_storage(connection), rows
+
+    storage, rows = inspect_database(url, read)
+    assert storage == before
+    assert rows == [(f"h{n}", n, 1) for n in range(500)]
+
+    command.downgrade(alembic_config(url), "0001")
+    schema = inspect_database(url, describe_schema)
+    assert "version" not in schema["columns"]
+    count = inspect_database(url, lambda c: c.execute(text("SELECT count(*) FROM hero")).scalar())
+    assert count == 500
+    migrate(url)
 
 
 def test_models_and_migrations_do_not_drift(database_url: str) -> None:
@@ -75,6 +120,8 @@ def test_offline_sql_renders(capsys: pytest.CaptureFixture[str]) -> None:
     sql = capsys.readouterr().out
     assert "CREATE TABLE hero" in sql
     assert "CREATE INDEX ix_hero_age" in sql
+    assert "ADD COLUMN version INTEGER DEFAULT 1 NOT NULL" in sql
+    assert "INSERT INTO schema_compatibility" in sql
 
 
 @pytest.fixture

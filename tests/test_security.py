@@ -325,7 +325,7 @@ async def test_simple_requests_from_allowed_and_other_origins(browser: httpx.Asy
     assert created.status_code == 200
     assert created.headers["access-control-allow-origin"] == ORIGIN
     exposed = created.headers["access-control-expose-headers"].lower().split(", ")
-    assert {"link", "x-request-id"} <= set(exposed)
+    assert {"link", "x-request-id", "etag"} <= set(exposed)  # ETag: for If-Match
 
     # Another origin's request is served (CORS binds browsers, not servers), but its answer
     # carries no CORS header, so the browser keeps it from the page.

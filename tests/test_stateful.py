@@ -1,5 +1,6 @@
-"""Hypothesis drives the API with random create/get/list/patch/delete sequences and compares
-every answer with an in-memory model of what the service should hold."""
+"""Hypothesis drives the API with random create/get/list/patch/delete sequences, conditional
+ones (If-None-Match, If-Match with current, stale and ``*`` tags) among them, and compares every
+answer and every ETag with an in-memory model of what the service should hold."""
 
 import json
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ junk = st.one_of(
 
 
 JSON = {"content-type": "application/json"}
+KINDS = ["current", "stale", "future", "star", "weak"]
 
 
 def as_json(value: Any) -> bytes:
@@ -79,8 +81,8 @@ class SyncClient:
     def patch(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("PATCH", url, **kwargs)
 
-    def delete(self, url: str) -> httpx.Response:
-        return self.request("DELETE", url)
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
 
 
 def one_of_known(values: list[Any]) -> st.SearchStrategy[Any]:
@@ -96,8 +98,28 @@ class HeroesMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        # The database outlives one run of the machine: start from what it holds.
-        self.model: dict[int, dict[str, Any]] = {h["id"]: h for h in self.everything()}
+        # The database outlives one run of the machine: empty it, so that every run draws from
+        # a model built only by its own steps (Hypothesis replays a run and expects the same
+        # draws; the `find` rule draws from the model).
+        for hero in self.everything():
+            assert self.client.delete(f"/heroes/{hero['id']}").status_code == 200
+        self.model: dict[int, dict[str, Any]] = {}
+        self.versions: dict[int, int] = {}
+
+    def etag(self, hero_id: int, version: int | None = None) -> str:
+        return f'"{hero_id}-{self.versions.get(hero_id, 1) if version is None else version}"'
+
+    def precondition(self, hero_id: int, kind: str) -> tuple[dict[str, str], bool]:
+        """An If-Match header of ``kind`` and whether it holds for the hero as modelled."""
+        current = self.versions.get(hero_id, 1)
+        header = {
+            "current": self.etag(hero_id),
+            "stale": self.etag(hero_id, current - 1),
+            "future": self.etag(hero_id, current + 1),
+            "star": "*",
+            "weak": f"W/{self.etag(hero_id)}",
+        }[kind]
+        return {"If-Match": header}, kind in ("current", "star")
 
     def everything(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -115,7 +137,9 @@ class HeroesMachine(RuleBasedStateMachine):
         hero = response.json()
         assert hero == {"id": hero["id"], "name": body["name"], "age": body.get("age")}
         assert hero["id"] not in self.model
+        assert response.headers["etag"] == f'"{hero["id"]}-1"'
         self.model[hero["id"]] = hero
+        self.versions[hero["id"]] = 1
         return int(hero["id"])
 
     @rule(body=junk)
@@ -129,8 +153,22 @@ class HeroesMachine(RuleBasedStateMachine):
         response = self.client.get(f"/heroes/{hero_id}")
         if hero_id in self.model:
             assert response.json() == self.model[hero_id]
+            assert response.headers["etag"] == self.etag(hero_id)
         else:
             assert response.status_code == 404
+
+    @rule(hero_id=heroes, stale=st.booleans())
+    def get_if_none_match(self, hero_id: int, stale: bool) -> None:
+        version = self.versions.get(hero_id, 1) - stale
+        response = self.client.get(
+            f"/heroes/{hero_id}", headers={"If-None-Match": self.etag(hero_id, version)}
+        )
+        if hero_id not in self.model:
+            assert response.status_code == 404
+        elif stale:
+            assert (response.status_code, response.json()) == (200, self.model[hero_id])
+        else:
+            assert (response.status_code, response.content) == (304, b"")
 
     @rule(offset=st.integers(0, 50), limit=st.integers(1, 100))
     def page(self, offset: int, limit: int) -> None:
@@ -188,8 +226,37 @@ class HeroesMachine(RuleBasedStateMachine):
             return
         public = {k: v for k, v in change.items() if k != "secret_name"}
         self.model[hero_id] = {**self.model[hero_id], **public}
+        self.versions[hero_id] += bool(change)  # an empty PATCH changes nothing
         assert response.json() == self.model[hero_id]
+        assert response.headers["etag"] == self.etag(hero_id)
         assert SECRET_MARK not in response.text
+
+    @rule(hero_id=heroes, change=updates, kind=st.sampled_from(KINDS))
+    def patch_if_match(self, hero_id: int, change: dict[str, Any], kind: str) -> None:
+        headers, holds = self.precondition(hero_id, kind)
+        response = self.client.patch(f"/heroes/{hero_id}", json=change, headers=headers)
+        if hero_id not in self.model:
+            assert response.status_code == 404
+        elif not holds:
+            assert response.status_code == 412, response.text
+        else:
+            public = {k: v for k, v in change.items() if k != "secret_name"}
+            self.model[hero_id] = {**self.model[hero_id], **public}
+            self.versions[hero_id] += bool(change)
+            assert response.json() == self.model[hero_id]
+            assert response.headers["etag"] == self.etag(hero_id)
+
+    @rule(hero_id=heroes, kind=st.sampled_from(KINDS))
+    def delete_if_match(self, hero_id: int, kind: str) -> None:
+        headers, holds = self.precondition(hero_id, kind)
+        response = self.client.delete(f"/heroes/{hero_id}", headers=headers)
+        if hero_id not in self.model:
+            assert response.status_code == 404
+        elif not holds:
+            assert response.status_code == 412, response.text
+        else:
+            assert response.json() == {"ok": True}
+            del self.model[hero_id], self.versions[hero_id]
 
     @rule(hero_id=heroes, change=junk)
     def patch_rejected(self, hero_id: int, change: Any) -> None:
@@ -203,6 +270,7 @@ class HeroesMachine(RuleBasedStateMachine):
             assert response.status_code == 404
         else:
             assert response.json() == {"ok": True}
+            del self.versions[hero_id]
 
     @invariant()
     def holds_exactly_the_model(self) -> None:

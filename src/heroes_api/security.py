@@ -160,7 +160,7 @@ class Cors(CORSMiddleware):
                 "If-None-Match",
                 "X-Request-ID",
             ],
-            expose_headers=["Link", "X-Request-ID"],
+            expose_headers=["Link", "X-Request-ID", "ETag"],
         )
 
     def preflight_response(self, request_headers: Headers) -> Response:

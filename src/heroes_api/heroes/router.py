@@ -3,13 +3,15 @@
 Two routers, ``reads`` and ``writes``, so that the app can put either behind the API keys.
 """
 
+import re
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from heroes_api.errors import ErrorDetail
+from heroes_api.heroes.etags import MAX_TAGS, TAGS_PATTERN, etag, none_match, versions_to_match
 from heroes_api.heroes.pages import Page
 from heroes_api.heroes.schemas import (
     INT32_MAX,
@@ -21,7 +23,7 @@ from heroes_api.heroes.schemas import (
     HeroUpdate,
     Text,
 )
-from heroes_api.heroes.service import PublicHero
+from heroes_api.heroes.service import PublicHero, Versioned
 from heroes_api.heroes.store import HeroStoreDep
 from heroes_api.responses import RenderedJSON
 
@@ -41,6 +43,52 @@ NEXT_LINK = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorDetail, "description": "Hero not found"}
 }
+ETAG = {
+    "description": 'The hero\'s entity tag, `"<id>-<version>"`: it changes with every change '
+    "to the hero.",
+    "schema": {"type": "string"},
+}
+WITH_ETAG: dict[int | str, dict[str, Any]] = {200: {"headers": {"ETag": ETAG}}}
+CONDITIONAL: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    412: {"model": ErrorDetail, "description": "The hero's ETag no longer matches If-Match"},
+}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    """An optional precondition header, as documented; read from the request by
+    ``_precondition`` (a nullable ``Header`` parameter would be documented as taking null)."""
+    schema = {"type": "string", "pattern": TAGS_PATTERN}
+    return {"name": name, "in": "header", "description": description, "schema": schema}
+
+
+IF_MATCH = _header(
+    "If-Match",
+    'Only change the hero if its ETag is one of these (`"7-2"`), or `*`. Without it the '
+    "change is unconditional.",
+)
+IF_NONE_MATCH = _header(
+    "If-None-Match", "Answer 304 without a body if the hero's ETag is one of these, or `*`."
+)
+_TAGS = re.compile(TAGS_PATTERN)
+
+
+def _precondition(request: Request, name: str) -> str | None:
+    """The header's value, or None; one that is not ``*`` or a list of quoted entity tags is a
+    422 naming it, like any other invalid parameter."""
+    value = request.headers.get(name)
+    if value is None or _TAGS.match(value):
+        return value
+    error = {
+        "type": "string_pattern_mismatch",
+        "loc": ("header", name),
+        "msg": f'{name} must be "*" or up to {MAX_TAGS} comma-separated quoted entity tags',
+    }
+    raise RequestValidationError([error])
+
+
+def _tagged(found: Versioned) -> RenderedJSON:
+    return RenderedJSON(found.hero, headers={"ETag": etag(found.hero["id"], found.version)})
 
 
 def _page(
@@ -74,10 +122,10 @@ def _next_page(request: Request, page: Page, heroes: list[PublicHero]) -> dict[s
     return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
 
 
-@writes.post("/", response_model=HeroPublic, summary="Create a hero")
+@writes.post("/", response_model=HeroPublic, responses=WITH_ETAG, summary="Create a hero")
 async def create_hero(heroes: HeroStoreDep, hero: HeroCreate) -> RenderedJSON:
     """Store a new hero; a client-sent ``id`` is ignored."""
-    return RenderedJSON(await heroes.create(hero))
+    return _tagged(await heroes.create(hero))
 
 
 @reads.get(
@@ -121,18 +169,48 @@ async def read_heroes(
     return RenderedJSON(found, headers=_next_page(request, page, found))
 
 
-@reads.get("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Read a hero")
-async def read_hero(heroes: HeroStoreDep, hero_id: HeroId) -> RenderedJSON:
-    return RenderedJSON(await heroes.get(hero_id))
+@reads.get(
+    "/{hero_id}",
+    response_model=HeroPublic,
+    responses={
+        **NOT_FOUND,
+        **WITH_ETAG,
+        304: {"description": "Not modified: If-None-Match names the hero's current ETag"},
+    },
+    summary="Read a hero",
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
+)
+async def read_hero(request: Request, heroes: HeroStoreDep, hero_id: HeroId) -> Response:
+    if_none_match = _precondition(request, "if-none-match")
+    found = await heroes.get(hero_id)
+    if none_match(if_none_match, hero_id, found.version):
+        return Response(status_code=304, headers={"ETag": etag(hero_id, found.version)})
+    return _tagged(found)
 
 
-@writes.patch("/{hero_id}", response_model=HeroPublic, responses=NOT_FOUND, summary="Update a hero")
-async def update_hero(heroes: HeroStoreDep, hero_id: HeroId, hero: HeroUpdate) -> RenderedJSON:
-    """Change only the fields sent; ``age`` may be set to null."""
-    return RenderedJSON(await heroes.update(hero_id, hero))
+@writes.patch(
+    "/{hero_id}",
+    response_model=HeroPublic,
+    responses={**CONDITIONAL, **WITH_ETAG},
+    summary="Update a hero",
+    openapi_extra={"parameters": [IF_MATCH]},
+)
+async def update_hero(
+    request: Request, heroes: HeroStoreDep, hero_id: HeroId, hero: HeroUpdate
+) -> RenderedJSON:
+    """Change only the fields sent; ``age`` may be set to null. With ``If-Match``, only if the
+    hero is still at that ETag (else 412, and nothing changes)."""
+    versions = versions_to_match(_precondition(request, "if-match"), hero_id)
+    return _tagged(await heroes.update(hero_id, hero, versions))
 
 
-@writes.delete("/{hero_id}", responses=NOT_FOUND, summary="Delete a hero")
-async def delete_hero(heroes: HeroStoreDep, hero_id: HeroId) -> dict[str, bool]:
-    await heroes.delete(hero_id)
+@writes.delete(
+    "/{hero_id}",
+    responses=CONDITIONAL,
+    summary="Delete a hero",
+    openapi_extra={"parameters": [IF_MATCH]},
+)
+async def delete_hero(request: Request, heroes: HeroStoreDep, hero_id: HeroId) -> dict[str, bool]:
+    """With ``If-Match``, only if the hero is still at that ETag (else 412)."""
+    await heroes.delete(hero_id, versions_to_match(_precondition(request, "if-match"), hero_id))
     return {"ok": True}

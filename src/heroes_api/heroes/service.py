@@ -4,23 +4,33 @@ A single request is a batch of one. Reads select the public columns only and ret
 plain rows (``PublicHero``): no ORM identity map, no per-row model validation, and no way for
 ``secret_name`` to reach a response. Writes are ``INSERT/UPDATE/DELETE ... RETURNING``: atomic
 under concurrency, and a hero deleted by a concurrent request is simply "not found".
+
+Every change adds one to ``hero.version``; a write may be conditional on it (``If-Match``): the
+check is part of the write's own ``WHERE`` (``AND CASE id WHEN :id THEN version IN (:v) ...``),
+so check and write are one atomic statement, in a batch as alone. A conditional write whose
+hero was not written is told apart afterwards, in the same transaction: 412 if the hero
+exists, else 404.
 """
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any, NamedTuple, TypedDict, TypeVar, cast
 
-from sqlalchemy import Table, case, delete, insert, literal, update
+from sqlalchemy import Table, and_, case, delete, false, insert, literal, true, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from heroes_api.errors import AppError
 from heroes_api.heroes.schemas import HeroCreate
 from heroes_api.models import Hero
 
 # Core statements on the table: the ORM's bulk paths cost ~50% more per row here.
 HERO: Table = Hero.metadata.tables["hero"]
 HERO_PUBLIC = (HERO.c.id, HERO.c.name, HERO.c.age)
+HERO_VERSIONED = (*HERO_PUBLIC, HERO.c.version)
+# Bind parameters one UPDATE or DELETE may use: both backends allow 32,766 or more.
+MAX_PARAMETERS = 30_000
 
 
 class PublicHero(TypedDict):
@@ -29,6 +39,18 @@ class PublicHero(TypedDict):
     id: int
     name: str
     age: int | None
+
+
+class Versioned(NamedTuple):
+    """A hero as clients see it, and the version its ETag names."""
+
+    hero: PublicHero
+    version: int
+
+
+class PreconditionFailed(AppError):
+    status_code = 412
+    detail = "Hero has changed since the ETag in If-Match: read it again, then retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +62,19 @@ class Create:
 class Update:
     hero_id: int
     changes: dict[str, Any]
+    # The versions the hero must be at for the write to happen (If-Match); None: any.
+    versions: frozenset[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     hero_id: int
+    versions: frozenset[int] | None = None
 
 
 Write = Create | Update | Delete
+W = TypeVar("W", Update, Delete)
+Outcome = Versioned | None | PreconditionFailed
 
 
 def public_hero(row: Sequence[Any]) -> PublicHero:
@@ -55,14 +82,15 @@ def public_hero(row: Sequence[Any]) -> PublicHero:
     return {"id": cast(int, hero_id), "name": name, "age": age}
 
 
-async def get_heroes(session: AsyncSession, ids: Collection[int]) -> dict[int, PublicHero]:
+async def get_heroes(session: AsyncSession, ids: Collection[int]) -> dict[int, Versioned]:
     """The heroes among ``ids`` that exist, by id: one ``SELECT ... WHERE id IN (...)``."""
-    return _by_id(await session.exec(select(*HERO_PUBLIC).where(HERO.c.id.in_(ids))))
+    return _by_id(await session.exec(select(*HERO_VERSIONED).where(HERO.c.id.in_(ids))))
 
 
-async def apply_writes(session: AsyncSession, writes: Sequence[Write]) -> list[PublicHero | None]:
+async def apply_writes(session: AsyncSession, writes: Sequence[Write]) -> list[Outcome]:
     """Run ``writes`` in the session's transaction (the caller commits); each gets the hero it
-    created, changed or deleted, or None when its hero does not exist.
+    created, changed or deleted, None when its hero does not exist, or ``PreconditionFailed``
+    when the hero is not at a version its ``If-Match`` allows.
 
     A batch costs a few statements, not one per write: the creates are one multi-row
     ``INSERT ... RETURNING``; the updates and deletes run in rounds in which each hero appears
@@ -70,7 +98,7 @@ async def apply_writes(session: AsyncSession, writes: Sequence[Write]) -> list[P
     ``UPDATE ... SET col = CASE id WHEN ... END ... RETURNING`` and one
     ``DELETE ... WHERE id IN (...) RETURNING``.
     """
-    outcomes: list[PublicHero | None] = [None] * len(writes)
+    outcomes: list[Outcome] = [None] * len(writes)
     creates = [i for i, write in enumerate(writes) if isinstance(write, Create)]
     if creates:
         created = await _insert(session, [cast(Create, writes[i]) for i in creates])
@@ -84,34 +112,49 @@ async def apply_writes(session: AsyncSession, writes: Sequence[Write]) -> list[P
             **(await _update(session, updates) if updates else {}),
             **(await _delete(session, deletes) if deletes else {}),
         }
+        both: list[Update | Delete] = [*updates, *deletes]
+        conditional = [write for write in both if write.versions is not None]
+        missed = [write for write in conditional if write.hero_id not in found]
+        # A conditional write that wrote nothing: 412 if its hero exists (at another version).
+        stale = await _existing(session, {w.hero_id for w in missed}) if missed else set()
         for i in round_:
-            outcomes[i] = found.get(cast(Update | Delete, writes[i]).hero_id)
+            hero_id = cast(Update | Delete, writes[i]).hero_id
+            outcomes[i] = found.get(hero_id) or (PreconditionFailed() if hero_id in stale else None)
     return outcomes
 
 
-async def _insert(session: AsyncSession, creates: Sequence[Create]) -> list[PublicHero]:
+async def _insert(session: AsyncSession, creates: Sequence[Create]) -> list[Versioned]:
     """One multi-row INSERT. RETURNING's row order is not guaranteed (and SQLAlchemy can only
     promise it on SQLite by inserting row by row), so rows are matched to their creates by
     content: creates with identical content are interchangeable, any other pairing is exact."""
     values = [create.hero.model_dump() for create in creates]
-    statement = insert(HERO).returning(*HERO_PUBLIC, HERO.c.secret_name)
-    ids: defaultdict[tuple[Any, ...], list[int]] = defaultdict(list)
-    for hero_id, name, age, secret_name in await session.exec(statement, params=values):
-        ids[name, age, secret_name].append(hero_id)
-    return [
-        {"id": ids[v["name"], v["age"], v["secret_name"]].pop(), "name": v["name"], "age": v["age"]}
-        for v in values
-    ]
+    statement = insert(HERO).returning(*HERO_VERSIONED, HERO.c.secret_name)
+    rows: defaultdict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
+    for hero_id, name, age, version, secret_name in await session.exec(statement, params=values):
+        rows[name, age, secret_name].append((hero_id, version))
+    created = []
+    for v in values:
+        hero_id, version = rows[v["name"], v["age"], v["secret_name"]].pop()
+        created.append(Versioned({"id": hero_id, "name": v["name"], "age": v["age"]}, version))
+    return created
 
 
-async def _update(session: AsyncSession, updates: Sequence[Update]) -> dict[int, PublicHero]:
-    """One UPDATE for heroes with distinct ids; each column sent by any of them is set through a
-    ``CASE id``, and the others keep their value."""
+async def _update(session: AsyncSession, updates: Sequence[Update]) -> dict[int, Versioned]:
+    """UPDATEs for heroes with distinct ids (one, unless the bind parameters would exceed
+    MAX_PARAMETERS); each column sent by any of them is set through a ``CASE id``, the others
+    keep their value, and every hero written gets one more version."""
+    found: dict[int, Versioned] = {}
+    for chunk in _chunks(updates, lambda w: 1 + 2 * len(w.changes)):
+        found.update(await _update_chunk(session, chunk))
+    return found
+
+
+async def _update_chunk(session: AsyncSession, updates: Sequence[Update]) -> dict[int, Versioned]:
     columns: dict[str, dict[int, Any]] = defaultdict(dict)
     for write in updates:
         for name, value in write.changes.items():
             columns[name][write.hero_id] = value
-    values = {
+    values: dict[str, Any] = {
         name: case(
             {literal(hero_id): literal(value, HERO.c[name].type) for hero_id, value in new.items()},
             value=HERO.c.id,
@@ -119,21 +162,59 @@ async def _update(session: AsyncSession, updates: Sequence[Update]) -> dict[int,
         )
         for name, new in columns.items()
     }
-    ids = [write.hero_id for write in updates]
-    statement = update(HERO).where(HERO.c.id.in_(ids)).values(values).returning(*HERO_PUBLIC)
+    values["version"] = HERO.c.version + 1
+    statement = update(HERO).where(_targets(updates)).values(values).returning(*HERO_VERSIONED)
     return _by_id(await session.exec(statement))
 
 
-async def _delete(session: AsyncSession, deletes: Sequence[Delete]) -> dict[int, PublicHero]:
-    ids = [write.hero_id for write in deletes]
-    return _by_id(
-        await session.exec(delete(HERO).where(HERO.c.id.in_(ids)).returning(*HERO_PUBLIC))
-    )
+async def _delete(session: AsyncSession, deletes: Sequence[Delete]) -> dict[int, Versioned]:
+    found: dict[int, Versioned] = {}
+    for chunk in _chunks(deletes, lambda _: 1):
+        statement = delete(HERO).where(_targets(chunk)).returning(*HERO_VERSIONED)
+        found.update(_by_id(await session.exec(statement)))
+    return found
 
 
-def _by_id(rows: Iterable[Any]) -> dict[int, PublicHero]:
-    heroes = (public_hero(row) for row in rows)
-    return {hero["id"]: hero for hero in heroes}
+def _targets(writes: Sequence[Update] | Sequence[Delete]) -> Any:
+    """The rows ``writes`` may change: each by id, and for the conditional ones only at a
+    version they allow, through one ``CASE id WHEN :id THEN version IN (:v, ...) ... ELSE
+    true END`` (a row-value ``(id, version) IN (...)`` list of thousands overflows PostgreSQL's
+    parser stack)."""
+    by_id = HERO.c.id.in_([write.hero_id for write in writes])
+    checks = {
+        literal(w.hero_id): HERO.c.version.in_(sorted(w.versions)) if w.versions else false()
+        for w in writes
+        if w.versions is not None
+    }
+    if not checks:
+        return by_id
+    return and_(by_id, case(checks, value=HERO.c.id, else_=true()))
+
+
+def _chunks(writes: Sequence[W], parameters: Callable[[W], int]) -> Iterable[list[W]]:
+    """``writes`` in order, cut so that no statement binds more than MAX_PARAMETERS values
+    (``parameters(write)`` of its own, two more for a conditional write, and each version)."""
+    chunk: list[W] = []
+    used = 0
+    for write in writes:
+        cost = parameters(write) + (0 if write.versions is None else 2 + len(write.versions))
+        if chunk and used + cost > MAX_PARAMETERS:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(write)
+        used += cost
+    if chunk:
+        yield chunk
+
+
+async def _existing(session: AsyncSession, ids: Collection[int]) -> set[int]:
+    return set(await session.exec(select(HERO.c.id).where(HERO.c.id.in_(ids))))
+
+
+def _by_id(rows: Iterable[Any]) -> dict[int, Versioned]:
+    return {
+        row[0]: Versioned({"id": row[0], "name": row[1], "age": row[2]}, row[3]) for row in rows
+    }
 
 
 def _rounds(writes: Sequence[Write], changes: Iterable[int]) -> list[list[int]]:

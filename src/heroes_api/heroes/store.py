@@ -18,9 +18,17 @@ from heroes_api.errors import TRANSACTION_ROLLBACK, HeroNotFound, is_database_do
 from heroes_api.heroes import service
 from heroes_api.heroes.pages import Page, list_pages
 from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
-from heroes_api.heroes.service import Create, Delete, PublicHero, Update, Write
+from heroes_api.heroes.service import (
+    Create,
+    Delete,
+    PreconditionFailed,
+    PublicHero,
+    Update,
+    Versioned,
+    Write,
+)
 
-Found = PublicHero | None
+Found = Versioned | None
 
 
 class HeroStore:
@@ -50,20 +58,26 @@ class HeroStore:
     async def page(self, page: Page) -> list[PublicHero]:
         return await self._pages(page)
 
-    async def get(self, hero_id: int) -> PublicHero:
+    async def get(self, hero_id: int) -> Versioned:
         return _found(await self._reads(hero_id))
 
-    async def create(self, hero_in: HeroCreate) -> PublicHero:
+    async def create(self, hero_in: HeroCreate) -> Versioned:
         return _found(await self._writes(Create(hero_in)))
 
-    async def update(self, hero_id: int, hero_in: HeroUpdate) -> PublicHero:
+    async def update(
+        self, hero_id: int, hero_in: HeroUpdate, versions: frozenset[int] | None = None
+    ) -> Versioned:
+        """``versions``: what ``If-Match`` allows the hero to be at (None: any)."""
         changes = hero_in.model_dump(exclude_unset=True)
-        if not changes:
-            return await self.get(hero_id)
-        return _found(await self._writes(Update(hero_id, changes)))
+        if not changes:  # nothing to write: a read, still under the precondition
+            found = await self.get(hero_id)
+            if versions is not None and found.version not in versions:
+                raise PreconditionFailed
+            return found
+        return _found(await self._writes(Update(hero_id, changes, versions)))
 
-    async def delete(self, hero_id: int) -> None:
-        _found(await self._writes(Delete(hero_id)))
+    async def delete(self, hero_id: int, versions: frozenset[int] | None = None) -> None:
+        _found(await self._writes(Delete(hero_id, versions)))
 
     def batch_stats(self) -> dict[str, BatchStats]:
         """Each batcher's counters (none with batching off): metrics and the benchmark read them."""
@@ -88,11 +102,13 @@ class HeroStore:
         return [heroes[page] for page in pages]
 
     async def _write_batch(self, writes: Sequence[Write]) -> Sequence[Found | Exception]:
-        """One transaction for the whole batch. If a statement in it fails (a value the database
-        refuses, a deadlock with another process), nothing was committed: each write is
-        replayed in a transaction of its own, so only the write at fault gets the error. A
-        database that cannot be reached fails them all at once; so does a failed COMMIT, whose
-        outcome is unknown and must not be replayed."""
+        """One transaction for the whole batch; each write gets its hero, None (404), or an
+        error of its own (``PreconditionFailed``, 412, which the batcher raises to that caller
+        alone). If a statement in it fails (a value the database refuses, a deadlock with
+        another process), nothing was committed: each write is replayed in a transaction of its
+        own, so only the write at fault gets the error. A database that cannot be reached fails
+        them all at once; so does a failed COMMIT, whose outcome is unknown and must not be
+        replayed."""
         try:
             return await self._commit(writes)
         except _StatementFailed as failed:
@@ -109,7 +125,7 @@ class HeroStore:
             return exc
         return found
 
-    async def _commit(self, writes: Sequence[Write]) -> list[Found]:
+    async def _commit(self, writes: Sequence[Write]) -> Sequence[Found | Exception]:
         async with self._write_sessions() as session:
             try:
                 outcomes = await service.apply_writes(session, writes)
@@ -132,7 +148,7 @@ def _worth_replaying(error: Exception) -> bool:
     return not is_database_down(error) or sqlstate(error).startswith(TRANSACTION_ROLLBACK)
 
 
-def _found(hero: Found) -> PublicHero:
+def _found(hero: Found) -> Versioned:
     if hero is None:
         raise HeroNotFound
     return hero
