@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ab --label NAME --variant A:ENV=VALUE,... --variant B:...
         [--code B=/path/to/other/checkout/src] [--scenario point ...] [--backend sqlite]
-        [--rounds N] [--seconds S] [--connections C] [--port P]
+        [--tree A=main] [--rounds N] [--seconds S] [--connections C] [--port P]
 
 Each variant is the service (``bench.service:app``) with its own environment (and, with
 ``--code``, another checkout's ``src`` on PYTHONPATH), on a database of its own seeded with the
@@ -11,17 +11,28 @@ runs every scenario on every variant, alternating which goes first, so drift on 
 falls on both. Reports the median req/s and p50 per variant and each variant's ratio to the
 first; writes ``bench/results/<time>-ab-<label>.{json,md}``.
 
+``--tree NAME=REV`` serves variant NAME from a git revision instead: its ``src``, ``alembic`` and
+``alembic.ini`` are unpacked (``git archive``) under ``bench/.work/``, and its database is built
+by that revision's own migrations, so code from before a migration can be measured against code
+after it (``--code`` serves another ``src`` on a database migrated by this checkout).
+
 ``BENCH_AUTHORIZATION`` in a variant's environment is sent as the ``Authorization`` header of
 every request (API keys, issue 11).
 """
 
 import argparse
+import asyncio
+import io
 import json
+import os
 import statistics
+import subprocess
+import tarfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.databases import ALEMBIC, PostgresDatabase, SqliteDatabase
 from bench.run import (
     PORT,
     RESULTS,
@@ -33,7 +44,7 @@ from bench.run import (
     measure,
     serve,
 )
-from bench.servers import Server
+from bench.servers import ROOT, Server
 
 SCENARIOS = ["point", "create", "patch", "mixed"]
 
@@ -44,6 +55,33 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
+def unpack(revision: str) -> Path:
+    """``revision``'s source tree (src, alembic, alembic.ini) under bench/.work/tree-<commit>."""
+
+    def git(*argv: str) -> bytes:
+        return subprocess.run(["git", *argv], cwd=ROOT, check=True, capture_output=True).stdout
+
+    commit = git("rev-parse", "--short", revision).decode().strip()
+    tree = WORK / f"tree-{commit}"
+    archive = git("archive", "--format=tar", commit, "src", "alembic", "alembic.ini")
+    tree.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def create_with(database: SqliteDatabase | PostgresDatabase, tree: Path) -> None:
+    """``database.create()``, but migrated by ``tree``'s migrations and code."""
+    if isinstance(database, SqliteDatabase):
+        database.drop()
+        database.path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        asyncio.run(database._admin(f'CREATE DATABASE "{database.database}"'))
+    env = {**os.environ, "HEROES_DATABASE_URL": database.url, "PYTHONPATH": str(tree / "src")}
+    command = [str(ALEMBIC), "-c", str(tree / "alembic.ini"), "upgrade", "head"]
+    subprocess.run(command, cwd=tree, env=env, check=True, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -51,6 +89,9 @@ def main() -> None:
     parser.add_argument("--label", required=True)
     parser.add_argument("--variant", action="append", required=True, type=parse_variant)
     parser.add_argument("--code", action="append", default=[], help="NAME=PATH to a src dir")
+    parser.add_argument(
+        "--tree", action="append", default=[], help="NAME=REV: a git revision's code and schema"
+    )
     parser.add_argument("--scenario", action="append", choices=[*SCENARIOS, "page"])
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--rounds", type=int, default=5)
@@ -62,6 +103,8 @@ def main() -> None:
     args = parser.parse_args()
     scenarios = args.scenario or SCENARIOS
     code = dict(item.split("=", 1) for item in args.code)
+    trees = {name: unpack(rev) for name, rev in (item.split("=", 1) for item in args.tree)}
+    code.update((name, str(tree / "src")) for name, tree in trees.items())
     WORK.mkdir(exist_ok=True)
 
     servers: dict[str, Server] = {}
@@ -69,7 +112,10 @@ def main() -> None:
     try:
         for number, (name, env) in enumerate(args.variant):
             database = database_for(args.backend, f"ab-{name}")
-            database.create()
+            if name in trees:
+                create_with(database, trees[name])
+            else:
+                database.create()
             database.seed(SEED_ROWS)
             databases.append(database)
             server_env = {"HEROES_DATABASE_URL": database.url, **env}
