@@ -164,6 +164,7 @@ def write_report(
     args: argparse.Namespace, scenarios: list[str], runs: list[dict[str, Any]]
 ) -> None:
     names = [name for name, _ in args.variant]
+    sources = ", ".join(f"`{source}`" for source in args.tree + args.code)
     stamp = datetime.now().strftime("%Y-%m-%dT%H%M")
     lines = [
         f"A/B run {stamp}, commit `{git_commit()}`, {args.backend}, {args.connections} "
@@ -175,6 +176,7 @@ def write_report(
             for name, env in args.variant
         ),
         "",
+        *([f"Code: {sources}; others: this checkout.", ""] if sources else []),
         "| scenario | variant | req/s | p50 ms | p99 ms | non-2xx | vs " + names[0] + " |",
         "|---|---|--:|--:|--:|--:|--:|",
     ]
