@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import positive_data_acceptance
 
 from tests.servers import Server
 
@@ -62,7 +63,11 @@ def test_api_conforms_to_its_schema(server: Server, auth: dict[str, str]) -> Non
             suppress_health_check=list(HealthCheck),
         )
         def check(case: schemathesis.Case[Any]) -> None:
-            response = case.call_and_validate(headers=auth, timeout=10)
+            # A generated If-Match names a version the hero is not at: its answer is a 412 (in
+            # the document), which the positive-data check would count as a rejection.
+            conditional = any(name.lower() == "if-match" for name in case.headers or {})
+            excluded = [positive_data_acceptance] if conditional else []
+            response = case.call_and_validate(headers=auth, timeout=10, excluded_checks=excluded)
             statuses.setdefault(case.operation.label, set()).add(response.status_code)
 
         check()
