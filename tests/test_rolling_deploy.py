@@ -46,7 +46,11 @@ def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     added = git("log", "--diff-filter=A", "--format=%H", "--", MIGRATION).split()
     commit = f"{added[-1].decode()}^" if added else "HEAD"
     root = tmp_path_factory.mktemp("previous-release")
-    archive = git("archive", "--format=tar", commit, "src", "alembic", "alembic.ini")
+    # What a release needs to run: its code, migrations, and logging.json (`make run`'s
+    # --log-config, and Alembic's logging).
+    archive = git(
+        "archive", "--format=tar", commit, "src", "alembic", "alembic.ini", "logging.json"
+    )
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(root, filter="data")
     compatibility = (root / "src/heroes_api/compatibility.py").read_text()
