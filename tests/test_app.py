@@ -170,4 +170,4 @@ def test_openapi_documents_the_contract() -> None:
         "pattern": "^[^\\x00]*$",
         "title": "Name",
     }
-    assert SCHEMA_REVISION == "0002"
+    assert SCHEMA_REVISION == "0003"

@@ -41,12 +41,18 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     migrate(url)
     schema = inspect_database(url, describe_schema)
     assert {"hero", "alembic_version"} <= schema["tables"]
-    assert schema["indexes"] == {"ix_hero_name": (["name"], False), "ix_hero_age": (["age"], False)}
+    assert schema["indexes"] == {
+        "ix_hero_name": (["name"], False),
+        "ix_hero_age": (["age", "name"], False),
+    }
     assert set(schema["columns"]) == {"id", "name", "age", "secret_name", "version"}
     assert schema["columns"]["version"][1] is False
     assert schema["columns"]["age"][1] is True
     assert schema["columns"]["name"][1] is False
     assert schema["primary_key"] == ["id"]
+
+    command.downgrade(alembic_config(url), "0002")
+    assert inspect_database(url, describe_schema)["indexes"]["ix_hero_age"] == (["age"], False)
 
     command.downgrade(alembic_config(url), "base")
     assert "hero" not in inspect_database(url, describe_schema)["tables"]

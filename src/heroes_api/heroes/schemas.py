@@ -41,7 +41,7 @@ Age = Annotated[int, Constraint(ge=0, le=INT32_MAX), BeforeValidator(_not_bool)]
 
 class HeroBase(SQLModel):
     name: str = Field(index=True)
-    age: int | None = Field(default=None, index=True)
+    age: int | None = Field(default=None)  # indexed by models.Hero's ix_hero_age
 
 
 class HeroPublic(HeroBase):
