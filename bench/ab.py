@@ -56,14 +56,18 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 
 
 def unpack(revision: str) -> Path:
-    """``revision``'s source tree (src, alembic, alembic.ini) under bench/.work/tree-<commit>."""
+    """``revision``'s source tree (src, alembic, alembic.ini, logging.json) under
+    bench/.work/tree-<commit>."""
 
     def git(*argv: str) -> bytes:
         return subprocess.run(["git", *argv], cwd=ROOT, check=True, capture_output=True).stdout
 
     commit = git("rev-parse", "--short", revision).decode().strip()
     tree = WORK / f"tree-{commit}"
-    archive = git("archive", "--format=tar", commit, "src", "alembic", "alembic.ini")
+    present = set(git("ls-tree", "--name-only", commit).decode().split())
+    # logging.json: Alembic's env.py and `make run` read it, where the revision has one.
+    wanted = [p for p in ("src", "alembic", "alembic.ini", "logging.json") if p in present]
+    archive = git("archive", "--format=tar", commit, *wanted)
     tree.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")
