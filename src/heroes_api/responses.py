@@ -13,5 +13,12 @@ from pydantic_core import to_json
 
 
 class RenderedJSON(JSONResponse):
+    def __init__(
+        self, content: Any, headers: dict[str, str] | None = None, *, etag: str | None = None
+    ) -> None:
+        super().__init__(content, headers=headers)
+        if etag is not None:  # appended raw: Starlette's path for a headers dict costs more
+            self.raw_headers.append((b"etag", etag.encode("latin-1")))
+
     def render(self, content: Any) -> bytes:
         return to_json(content)

@@ -76,7 +76,12 @@ _TAGS = re.compile(TAGS_PATTERN)
 def _precondition(request: Request, name: str) -> str | None:
     """The header's value, or None; one that is not ``*`` or a list of quoted entity tags is a
     422 naming it, like any other invalid parameter."""
-    value = request.headers.get(name)
+    value = None
+    raw = name.encode("latin-1")  # from the scope: building request.headers costs more
+    for key, header in request.scope["headers"]:
+        if key == raw:
+            value = header.decode("latin-1")
+            break
     if value is None or _TAGS.match(value):
         return value
     error = {
@@ -88,7 +93,7 @@ def _precondition(request: Request, name: str) -> str | None:
 
 
 def _tagged(found: Versioned) -> RenderedJSON:
-    return RenderedJSON(found.hero, headers={"ETag": etag(found.hero["id"], found.version)})
+    return RenderedJSON(found.hero, etag=etag(found.hero["id"], found.version))
 
 
 def _page(
