@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 
-def asgi_client(app: ASGIApp) -> httpx.AsyncClient:
-    """An HTTP client calling the app in-process, without its lifespan."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+def asgi_client(app: ASGIApp, base_url: str = "http://test") -> httpx.AsyncClient:
+    """An HTTP client calling the app in-process, without its lifespan; ``base_url``'s host is
+    the address the app sees the request arrive on (``scope["server"]``)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
 
 
 @asynccontextmanager

@@ -1,8 +1,8 @@
 """Batching on the real stack, on each backend: shared round trips, and every caller's own truth."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import httpx
@@ -30,19 +30,27 @@ def store(app: FastAPI) -> HeroStore:
 
 
 @contextmanager
-def hero_selects(engine: AsyncEngine) -> Iterator[list[tuple[Any, ...]]]:
-    """The parameters of every ``SELECT ... FROM hero`` the engine runs meanwhile."""
-    seen: list[tuple[Any, ...]] = []
+def executed(
+    engine: AsyncEngine, keep: Callable[[str], bool]
+) -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
+    """(statement, parameters) of every statement ``keep`` selects that the engine runs
+    meanwhile."""
+    seen: list[tuple[str, tuple[Any, ...]]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().startswith("SELECT") and "FROM hero" in statement:
-            seen.append(tuple(parameters))
+        if keep(statement):
+            seen.append((statement, tuple(parameters)))
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def hero_selects(engine: AsyncEngine) -> AbstractContextManager[list[tuple[str, tuple[Any, ...]]]]:
+    """Every ``SELECT ... FROM hero`` the engine runs meanwhile."""
+    return executed(engine, lambda s: s.lstrip().startswith("SELECT") and "FROM hero" in s)
 
 
 async def test_concurrent_reads_share_selects_and_read_each_id_once(
@@ -60,7 +68,7 @@ async def test_concurrent_reads_share_selects_and_read_each_id_once(
         else:
             assert (response.status_code, response.json()) == (404, NOT_FOUND)
     assert len(selects) < len(wanted) / 2, selects  # shared round trips
-    for parameters in selects:  # the same id twice in a batch is read once
+    for _, parameters in selects:  # the same id twice in a batch is read once
         assert len(parameters) == len(set(parameters)), parameters
     reads = store(app).batch_stats()["reads"]
     assert reads.largest > 1
@@ -363,25 +371,17 @@ async def test_page_batches_of_any_size_run_as_few_statements(
     created = await asyncio.gather(*(make_hero(client, name=f"h{n}", age=n % 3) for n in range(12)))
     by_age = {age: sorted(h["id"] for h in created if h["age"] == age) for age in range(3)}
     wanted = [(k % 3, k % 4 + 1) for k in range(batch)]  # (age, limit)
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "UNION ALL" in statement or "unnest" in statement:
-            statements.append(statement)
-
-    event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
-    try:
+    batched = executed(app.state.engine, lambda s: "UNION ALL" in s or "unnest" in s)
+    with batched as statements:
         responses = await asyncio.gather(
             *(
                 client.get("/heroes/", params={"min_age": a, "max_age": a, "limit": n})
                 for a, n in wanted
             )
         )
-    finally:
-        event.remove(app.state.engine.sync_engine, "before_cursor_execute", record)
     for (age, limit), response in zip(wanted, responses, strict=True):
         assert [hero["id"] for hero in response.json()] == by_age[age][:limit]
     assert statements, "the pages were not batched"
-    for statement in statements:
+    for statement, _ in statements:
         terms = statement.count("UNION ALL") + 1
         assert "unnest" in statement or terms & (terms - 1) == 0, terms

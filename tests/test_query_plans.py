@@ -89,6 +89,17 @@ async def test_a_page_query_uses_an_index(
     assert_served_by_index(engine.dialect.name, text, allowed)
 
 
+def batch_statement(dialect: str, pages: list[Page]) -> tuple[Any, dict[str, Any]]:
+    """The statement a batch of ``pages`` of one shape runs as (heroes_api.heroes.pages), and
+    its parameters."""
+    shape = pages[0].shape
+    if dialect == "postgresql":
+        params: dict[str, Any] = {name: [getattr(p, name) for p in pages] for name in shape}
+        return _lateral_pages(shape), {**params, "k": list(range(len(pages)))}
+    params = {f"{name}{k}": getattr(p, name) for k, p in enumerate(pages) for name in shape}
+    return _union_of_pages(shape, len(pages)), params
+
+
 @pytest.mark.parametrize(("filters", "allowed"), CASES)
 async def test_a_batch_of_page_queries_uses_an_index(
     engine: AsyncEngine, filters: dict[str, Any], allowed: set[str]
@@ -96,16 +107,8 @@ async def test_a_batch_of_page_queries_uses_an_index(
     """The statement a batch of three pages of this shape runs as (see heroes_api.heroes.pages)."""
     vary = "limit" if "after_id" in filters else "offset"  # after_id takes no offset
     pages = [Page(**filters), Page(**{**filters, vary: 1}), Page(**{**filters, vary: 2})]
-    shape = pages[0].shape
-    if engine.dialect.name == "postgresql":
-        statement = _lateral_pages(shape)
-        params: dict[str, Any] = {name: [getattr(p, name) for p in pages] for name in shape}
-        params["k"] = [0, 1, 2]
-    else:
-        statement = _union_of_pages(shape, len(pages))
-        params = {f"{name}{k}": getattr(p, name) for k, p in enumerate(pages) for name in shape}
     async with engine.connect() as connection:
-        text = await plan(connection, statement, params)
+        text = await plan(connection, *batch_statement(engine.dialect.name, pages))
     assert_served_by_index(engine.dialect.name, text, allowed)
 
 
@@ -135,11 +138,6 @@ async def test_an_age_page_reads_ix_hero_age_alone(
     pages = [Page(**filters), Page(**{**filters, "offset": 1})]
     async with engine.connect() as connection:
         alone = await plan(connection, _one_page(pages[0].shape), pages[0].params())
-        if engine.dialect.name == "postgresql":
-            params: dict[str, Any] = {n: [getattr(p, n) for p in pages] for n in pages[0].shape}
-            batch = await plan(connection, _lateral_pages(pages[0].shape), {**params, "k": [0, 1]})
-        else:
-            params = {f"{n}{k}": getattr(p, n) for k, p in enumerate(pages) for n in pages[0].shape}
-            batch = await plan(connection, _union_of_pages(pages[0].shape, 2), params)
+        batch = await plan(connection, *batch_statement(engine.dialect.name, pages))
     for text in (alone, batch):
         assert READS_INDEX_ALONE[engine.dialect.name] in text, text

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from heroes_api.config import Settings
 from heroes_api.main import create_app
 from heroes_api.security import command_line_host
-from tests.factories import make_hero, running_client
+from tests.factories import asgi_client, make_hero, running_client
 from tests.servers import Server
 from tests.test_metrics import scrape, value
 
@@ -356,8 +356,7 @@ def test_origins_that_can_never_match_refuse_to_start(origin: str) -> None:
 
 
 async def _get_health_via(app: Any, host: str) -> None:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}:8000") as client:
+    async with asgi_client(app, f"http://{host}:8000") as client:
         assert (await client.get("/health")).status_code == 200
 
 
