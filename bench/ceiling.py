@@ -11,7 +11,8 @@ from typing import Annotated
 from fastapi import FastAPI, HTTPException, Query
 
 from heroes_api.heroes.router import NOT_FOUND, HeroId
-from heroes_api.heroes.schemas import INT64_MAX, HeroCreate, HeroPublic, HeroUpdate
+from heroes_api.heroes.schemas import HeroCreate, HeroPublic, HeroUpdate
+from heroes_api.models import INT64_MAX
 
 app = FastAPI(title="Heroes API ceiling")
 heroes: dict[int, HeroPublic] = {

@@ -24,8 +24,9 @@ from aiodataloader import DataLoader
 from bench.run import SEED_ROWS, WORK, database_for
 from bench.servers import run_wrk, start_server
 from heroes_api.main import app
+from heroes_api.state import app_state
 
-_store = app.state.heroes
+_store = app_state(app).hero_service
 
 
 class _DataLoaderReads:
@@ -44,7 +45,7 @@ class _DataLoaderReads:
         return found
 
 
-_store._reads = _DataLoaderReads()
+_store._reads = _DataLoaderReads()  # type: ignore[assignment]
 
 VARIANTS = {
     "natural batcher": ("heroes_api.main:app", {}),

@@ -23,10 +23,11 @@ from starlette.types import Message
 
 from bench.databases import SqliteDatabase
 from bench.run import WORK
+from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.db import make_engine, make_sessionmaker
-from heroes_api.main import create_app
 from heroes_api.models import Hero
+from heroes_api.state import app_state
 
 ROWS = 1_000
 Read = Callable[[int], Awaitable[object]]
@@ -86,7 +87,7 @@ def layers(url: str) -> tuple[dict[str, Read], Callable[[], Awaitable[None]]]:
 
     async def close() -> None:
         await engine.dispose()
-        await app.state.engine.dispose()
+        await app_state(app).engine.dispose()
 
     variants: dict[str, Read] = {
         "whole app (ASGI, no HTTP parsing)": http_app,

@@ -10,8 +10,11 @@ very app object ``uvicorn heroes_api.main:app`` serves (built once, ``gc.freeze(
 from dataclasses import asdict
 
 from heroes_api.main import app
+from heroes_api.state import app_state
 
 
 @app.get("/_bench/batches", include_in_schema=False)
 async def batches() -> dict[str, dict[str, int]]:
-    return {name: asdict(stats) for name, stats in app.state.heroes.batch_stats().items()}
+    return {
+        name: asdict(stats) for name, stats in app_state(app).hero_service.batch_stats().items()
+    }

@@ -8,14 +8,18 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
-from heroes_api.main import create_app
 from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
-from tests.factories import running_client
+from tests.helpers import failing_app, running_client
 
 _skip_reasons: list[str] = []
-# A developer's .env must not reach the tests: no .env for get_settings() here nor in the servers
-# the tests start (they inherit this environment). Tests build their Settings explicitly.
+# A developer's settings must not reach the tests: neither HEROES_ variables (but the suite's own
+# HEROES_TEST_ ones) nor a .env, here or in the servers the tests start (they inherit this
+# environment). Nothing imported above reads settings; tests build their Settings explicitly.
+for _name in [name for name in os.environ if name.startswith("HEROES_")]:
+    if not _name.startswith("HEROES_TEST_"):
+        del os.environ[_name]
 os.environ["HEROES_ENV_FILE"] = ""
 
 
@@ -89,3 +93,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "=", f"{skipped} skipped; HEROES_TEST_REQUIRE_ALL forbids skips", red=True
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(name="failing_app")
+def failing_app_fixture() -> FastAPI:
+    """An app with routes that fail as the database can (``/fail/{kind}``), or with a bug."""
+    return failing_app()

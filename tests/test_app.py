@@ -1,6 +1,10 @@
 """The app around the routes: settings, startup schema check, health, engine setup, OpenAPI."""
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,12 +14,12 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from heroes_api import main
+from heroes_api.app import SchemaNotMigrated, create_app
 from heroes_api.config import Settings, get_settings, to_async_url
 from heroes_api.db import SCHEMA_REVISION
-from heroes_api.main import SchemaNotMigrated, create_app
-from tests.databases import SqliteDatabases, alembic_config
-from tests.factories import asgi_client, running_client
+from heroes_api.state import app_state
+from tests.databases import ROOT, SqliteDatabases, alembic_config
+from tests.helpers import asgi_client, running_client
 
 
 @pytest.mark.parametrize(
@@ -58,9 +62,42 @@ def test_bad_database_url_is_refused() -> None:
         Settings(database_url="heroes.db")
 
 
-def test_module_app_is_built_from_settings() -> None:
-    assert isinstance(main.app, FastAPI)
-    assert main.app.state.settings == get_settings()
+def test_the_served_app_is_built_from_settings_and_frozen(tmp_path: Path) -> None:
+    """``heroes_api.main`` builds the app from the environment and freezes the collector: in a
+    process of its own, since the test process never imports it (next test)."""
+    program = (
+        "import gc; from heroes_api.main import app; from heroes_api.state import app_state; "
+        "print(app_state(app).settings.database_url, gc.get_freeze_count() > 0)"
+    )
+    env = {**os.environ, "HEROES_DATABASE_URL": "sqlite:///./served.db", "HEROES_ENV_FILE": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.stdout.split() == ["sqlite+aiosqlite:///./served.db", "True"], result.stderr
+
+
+def test_the_test_process_never_builds_the_served_app() -> None:
+    assert "heroes_api.main" not in sys.modules
+
+
+def test_tests_never_see_a_developers_env_or_environment(tmp_path: Path) -> None:
+    """A run of the suite's settings tests from a folder holding a hostile ``.env``, with hostile
+    HEROES_ variables set: conftest keeps both away, so the defaults hold and nothing crashes."""
+    (tmp_path / ".env").write_text("HEROES_BATCH_MAX_SIZE=abc\nHEROES_DATABASE_URL=mysql://x/y\n")
+    hostile = {
+        "HEROES_DATABASE_URL": "postgresql://nobody@192.0.2.1/none",
+        "HEROES_ENV_FILE": ".env",
+    }
+    tests = [f"{ROOT / 'tests' / 'test_app.py'}::{name}" for name in ("test_default_settings",)]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *tests, "-p", "no:cacheprovider", "--no-cov", "-q"],
+        cwd=tmp_path,
+        env={**os.environ, **hostile},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
 
 
 @pytest.fixture
@@ -70,7 +107,7 @@ def sqlite_url(sqlite_databases: SqliteDatabases) -> str:
 
 async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
     app = create_app(Settings(database_url=sqlite_url))
-    async with app.state.engine.connect() as connection:
+    async with app_state(app).engine.connect() as connection:
         pragmas = {
             name: (await connection.execute(text(f"PRAGMA {name}"))).scalar()
             for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous", "mmap_size")
@@ -82,20 +119,20 @@ async def test_sqlite_connections_get_pragmas(sqlite_url: str) -> None:
         "synchronous": 1,
         "mmap_size": 0,
     }
-    await app.state.engine.dispose()
+    await app_state(app).engine.dispose()
 
 
 async def test_sqlite_memory_map_is_a_setting(sqlite_url: str) -> None:
     app = create_app(Settings(database_url=sqlite_url, sqlite_mmap_mb=64))
-    async with app.state.engine.connect() as connection:
+    async with app_state(app).engine.connect() as connection:
         assert (await connection.execute(text("PRAGMA mmap_size"))).scalar() == 64 * 2**20
-    await app.state.engine.dispose()
+    await app_state(app).engine.dispose()
 
 
 async def test_sqlite_reads_on_a_pool_writes_on_one_connection(sqlite_url: str) -> None:
     app = create_app(Settings(database_url=sqlite_url, sqlite_pool_size=3))
-    readers: Any = app.state.engine.pool
-    writer: Any = app.state.write_engine.pool
+    readers: Any = app_state(app).engine.pool
+    writer: Any = app_state(app).write_engine.pool
     assert (readers.size(), readers._max_overflow) == (3, 0)
     assert (writer.size(), writer._max_overflow) == (1, 0)
     async with running_client(app) as client:
@@ -121,7 +158,7 @@ async def test_unmigrated_database_fails_health(empty_database_url: str) -> None
     app = create_app(Settings(database_url=empty_database_url))
     async with asgi_client(app) as client:
         response = await client.get("/health")
-    await app.state.engine.dispose()
+    await app_state(app).engine.dispose()
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
     assert "has no Alembic revision" in response.json()["detail"]
@@ -130,7 +167,7 @@ async def test_unmigrated_database_fails_health(empty_database_url: str) -> None
 
 async def test_database_behind_head_fails_health(database_url: str, app: FastAPI) -> None:
     async with running_client(app) as client:
-        await app.state.engine.dispose()  # let the downgrade take the tables without waiting
+        await app_state(app).engine.dispose()  # let the downgrade take the tables without waiting
         await asyncio.to_thread(command.downgrade, alembic_config(database_url), "base")
         response = await client.get("/health")
     assert response.status_code == 503
@@ -143,7 +180,7 @@ async def test_unreachable_database_is_503(tmp_path: Any) -> None:
     async with asgi_client(app) as client:
         health = await client.get("/health")
         read = await client.get("/heroes/1")
-    await app.state.engine.dispose()
+    await app_state(app).engine.dispose()
     assert health.status_code == 503
     assert health.json() == {"status": "unavailable", "detail": "database unreachable"}
     assert read.status_code == 503

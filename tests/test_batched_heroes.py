@@ -1,56 +1,39 @@
 """Batching on the real stack, on each backend: shared round trips, and every caller's own truth."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from heroes_api.app import create_app
 from heroes_api.config import BATCH_MAX_SIZE_LIMIT, Settings
-from heroes_api.heroes import service
+from heroes_api.db import make_sessionmaker
+from heroes_api.heroes import repository
+from heroes_api.heroes.errors import PreconditionFailed
 from heroes_api.heroes.etags import MAX_TAGS
-from heroes_api.heroes.pages import Page, list_pages
+from heroes_api.heroes.repository import Create, Delete, Page, Update, VersionedRow
 from heroes_api.heroes.schemas import HeroCreate
-from heroes_api.heroes.store import HeroStore
-from heroes_api.main import create_app
-from tests.factories import asgi_client, make_hero, read_all_heroes, running_client
+from heroes_api.heroes.service import HeroService
+from heroes_api.state import app_state
+from tests.helpers import (
+    asgi_client,
+    executed,
+    hero_selects,
+    make_hero,
+    read_all_heroes,
+    running_client,
+)
 
 NOT_FOUND = {"detail": "Hero not found"}
 
 
-def store(app: FastAPI) -> HeroStore:
-    heroes: HeroStore = app.state.heroes
-    return heroes
-
-
-@contextmanager
-def executed(
-    engine: AsyncEngine, keep: Callable[[str], bool]
-) -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
-    """(statement, parameters) of every statement ``keep`` selects that the engine runs
-    meanwhile."""
-    seen: list[tuple[str, tuple[Any, ...]]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if keep(statement):
-            seen.append((statement, tuple(parameters)))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
-def hero_selects(engine: AsyncEngine) -> AbstractContextManager[list[tuple[str, tuple[Any, ...]]]]:
-    """Every ``SELECT ... FROM hero`` the engine runs meanwhile."""
-    return executed(engine, lambda s: s.lstrip().startswith("SELECT") and "FROM hero" in s)
+def service(app: FastAPI) -> HeroService:
+    return app_state(app).hero_service
 
 
 async def test_concurrent_reads_share_selects_and_read_each_id_once(
@@ -59,7 +42,7 @@ async def test_concurrent_reads_share_selects_and_read_each_id_once(
     heroes = [await make_hero(client, name=f"hero {n}", age=n) for n in range(5)]
     ids = [hero["id"] for hero in heroes]
     wanted = [*ids, *ids, 9999, *ids, 9999]  # duplicates and a missing id in one burst
-    with hero_selects(app.state.engine) as selects:
+    with hero_selects(app_state(app).engine) as selects:
         responses = await asyncio.gather(*(client.get(f"/heroes/{i}") for i in wanted))
     by_id = {hero["id"]: hero for hero in heroes}
     for hero_id, response in zip(wanted, responses, strict=True):
@@ -70,7 +53,7 @@ async def test_concurrent_reads_share_selects_and_read_each_id_once(
     assert len(selects) < len(wanted) / 2, selects  # shared round trips
     for _, parameters in selects:  # the same id twice in a batch is read once
         assert len(parameters) == len(set(parameters)), parameters
-    reads = store(app).batch_stats()["reads"]
+    reads = service(app).batch_stats()["reads"]
     assert reads.largest > 1
 
 
@@ -103,7 +86,7 @@ async def test_a_read_after_a_write_sees_it_while_batches_run(
     finally:
         done.set()
         await asyncio.gather(*readers)
-    assert store(app).batch_stats()["reads"].largest > 1
+    assert service(app).batch_stats()["reads"].largest > 1
 
 
 async def test_concurrent_creates_get_their_own_rows_and_all_are_listed(
@@ -117,7 +100,7 @@ async def test_concurrent_creates_get_their_own_rows_and_all_are_listed(
         assert (hero["name"], hero["age"]) == (body["name"], body["age"])
     assert len({hero["id"] for hero in created}) == len(bodies)
     assert await read_all_heroes(client) == {hero["id"]: hero for hero in created}
-    writes = store(app).batch_stats()["writes"]
+    writes = service(app).batch_stats()["writes"]
     assert writes.largest > 1
     assert writes.batches < len(bodies)
 
@@ -167,7 +150,7 @@ async def test_a_write_the_database_refuses_does_not_fail_its_batch_mates(app: F
     """A trigger refuses the name 'Boom' (PostgreSQL: a data error, 422; SQLite: a constraint
     error, which this service treats as a bug, 500). The batch holding it is rolled back and
     replayed write by write: only that request fails, and nothing of it is stored."""
-    engine: AsyncEngine = app.state.write_engine
+    engine: AsyncEngine = app_state(app).write_engine
     async with engine.begin() as connection:
         for statement in REFUSE_BOOM[engine.dialect.name]:
             await connection.execute(text(statement))
@@ -187,7 +170,7 @@ async def test_a_write_the_database_refuses_does_not_fail_its_batch_mates(app: F
             expected = [refused if name == "Boom" else 200 for name in names] + [refused, 200]
             assert [response.status_code for response in responses] == expected
             stored = await read_all_heroes(client)
-    assert store(app).batch_stats()["writes"].largest > 1
+    assert service(app).batch_stats()["writes"].largest > 1
     assert sorted(hero["name"] for hero in stored.values()) == sorted(
         ["target", *(name for name in names if name != "Boom")]
     )
@@ -202,7 +185,7 @@ async def test_batch_size_is_capped(database_url: str) -> None:
         assert {response.status_code for response in responses} == {200}
         created = await asyncio.gather(*(make_hero(client, name=f"h{n}") for n in range(30)))
         assert len({hero["id"] for hero in created}) == 30
-    stats = store(app).batch_stats()
+    stats = service(app).batch_stats()
     assert stats["reads"].largest == 3
     assert stats["writes"].largest == 3
 
@@ -214,48 +197,46 @@ async def test_a_batch_at_the_largest_cap_stays_within_the_databases_limits(
     backends' bind-parameter limits (a create binds three values, an update up to seven) and
     SQLite's 500-term limit on compound SELECTs."""
     size = BATCH_MAX_SIZE_LIMIT
-    creates = [
-        service.Create(HeroCreate(name=f"h{n}", secret_name="s", age=n)) for n in range(size)
-    ]
-    async with app.state.write_sessionmaker() as session:
-        created = await service.apply_writes(session, creates)
+    creates = [Create(HeroCreate(name=f"h{n}", secret_name="s", age=n)) for n in range(size)]
+    async with make_sessionmaker(app_state(app).write_engine)() as session:
+        created = await repository.apply_writes(session, creates)
         await session.commit()
-    heroes = [outcome for outcome in created if isinstance(outcome, service.Versioned)]
+    heroes = [outcome for outcome in created if isinstance(outcome, VersionedRow)]
     assert [found.hero["name"] for found in heroes] == [f"h{n}" for n in range(size)]
     assert {found.version for found in heroes} == {1}
     ids = sorted(found.hero["id"] for found in heroes)
     assert len(set(ids)) == size
 
     changes = {"name": "x", "age": None, "secret_name": "y"}
-    async with app.state.write_sessionmaker() as session:
-        updated = await service.apply_writes(session, [service.Update(i, changes) for i in ids])
+    async with make_sessionmaker(app_state(app).write_engine)() as session:
+        updated = await repository.apply_writes(session, [Update(i, changes) for i in ids])
         await session.commit()
-    assert updated == [service.Versioned({"id": i, "name": "x", "age": None}, 2) for i in ids]
+    assert updated == [VersionedRow({"id": i, "name": "x", "age": None}, 2) for i in ids]
 
     # Conditional, with the most entity tags an If-Match may carry: many statements' worth of
     # bind parameters, cut into statements both backends accept.
     versions = frozenset(range(2, 2 + MAX_TAGS))
-    conditional = [service.Update(i, changes, versions) for i in ids]
-    async with app.state.write_sessionmaker() as session:
-        updated = await service.apply_writes(session, conditional)
+    conditional = [Update(i, changes, versions) for i in ids]
+    async with make_sessionmaker(app_state(app).write_engine)() as session:
+        updated = await repository.apply_writes(session, conditional)
         await session.commit()
-    assert updated == [service.Versioned({"id": i, "name": "x", "age": None}, 3) for i in ids]
+    assert updated == [VersionedRow({"id": i, "name": "x", "age": None}, 3) for i in ids]
 
     pages = [Page(offset=n, limit=3) for n in range(size)]
-    async with app.state.sessionmaker() as session:
-        found = await service.get_heroes(session, ids)
-        listed = await list_pages(session, pages)
-    assert found == {i: service.Versioned({"id": i, "name": "x", "age": None}, 3) for i in ids}
+    async with make_sessionmaker(app_state(app).engine)() as session:
+        found = await repository.get_heroes(session, ids)
+        listed = await repository.list_pages(session, pages)
+    assert found == {i: VersionedRow({"id": i, "name": "x", "age": None}, 3) for i in ids}
     assert [[hero["id"] for hero in page] for page in listed] == [
         ids[n : n + 3] for n in range(size)
     ]
 
     stale = frozenset(range(4, 4 + MAX_TAGS))
-    async with app.state.write_sessionmaker() as session:
-        refused = await service.apply_writes(session, [service.Delete(i, stale) for i in ids])
-        deleted = await service.apply_writes(session, [service.Delete(i) for i in ids])
+    async with make_sessionmaker(app_state(app).write_engine)() as session:
+        refused = await repository.apply_writes(session, [Delete(i, stale) for i in ids])
+        deleted = await repository.apply_writes(session, [Delete(i) for i in ids])
         await session.commit()
-    assert all(isinstance(outcome, service.PreconditionFailed) for outcome in refused)
+    assert all(isinstance(outcome, PreconditionFailed) for outcome in refused)
     assert deleted == updated
     assert await read_all_heroes(client) == {}
 
@@ -263,7 +244,7 @@ async def test_a_batch_at_the_largest_cap_stays_within_the_databases_limits(
 async def test_shutdown_finishes_the_batches_in_flight(database_url: str) -> None:
     """60 writes queued in batches of 5 when shutdown begins: all of them run before it ends."""
     app = create_app(Settings(database_url=database_url, batch_max_size=5))
-    heroes = store(app)
+    heroes = service(app)
     async with LifespanManager(app) as manager, asgi_client(manager.app) as client:
         tasks = [asyncio.create_task(make_hero(client, name=f"h{n}")) for n in range(60)]
         writes = heroes.batch_stats()["writes"]
@@ -284,13 +265,13 @@ async def test_batching_off_runs_one_statement_per_request(database_url: str) ->
     app = create_app(Settings(database_url=database_url, batching=False))
     async with running_client(app) as client:
         created = await asyncio.gather(*(make_hero(client, name=f"h{n}") for n in range(20)))
-        with hero_selects(app.state.engine) as selects:
+        with hero_selects(app_state(app).engine) as selects:
             responses = await asyncio.gather(*(client.get(f"/heroes/{h['id']}") for h in created))
         assert [response.json() for response in responses] == created
         assert len(selects) == len(created)
         assert (await client.get("/heroes/9999")).json() == NOT_FOUND
         assert (await client.patch("/heroes/9999", json={"age": 1})).json() == NOT_FOUND
-    assert store(app).batch_stats() == {}
+    assert service(app).batch_stats() == {}
 
 
 @pytest.fixture
@@ -320,11 +301,11 @@ async def test_creates_differing_only_in_secret_name_get_their_own_rows(
     responses = await asyncio.gather(*(client.post("/heroes/", json=body) for body in bodies))
     ids = [response.json()["id"] for response in responses]
     assert len(set(ids)) == len(bodies)
-    async with app.state.engine.connect() as connection:
+    async with app_state(app).engine.connect() as connection:
         rows = await connection.execute(text("SELECT id, secret_name FROM hero"))
         stored: dict[int, str] = dict(rows.all())
     assert [stored[hero_id] for hero_id in ids] == secrets
-    assert store(app).batch_stats()["writes"].largest > 1
+    assert service(app).batch_stats()["writes"].largest > 1
 
 
 async def test_patches_of_one_hero_in_one_batch_each_see_their_own_change(
@@ -339,7 +320,7 @@ async def test_patches_of_one_hero_in_one_batch_each_see_their_own_change(
         assert response.json().items() >= change.items()  # the state right after this PATCH
     final = (await client.get(url)).json()
     assert final in [response.json() for response in responses]
-    assert store(app).batch_stats()["writes"].largest > 1
+    assert service(app).batch_stats()["writes"].largest > 1
 
 
 async def test_concurrent_pages_share_one_statement(
@@ -350,7 +331,7 @@ async def test_concurrent_pages_share_one_statement(
     by_id = {hero["id"]: hero for hero in created}
     pages = [(offset, limit) for offset in (0, 3, 17, 38, 45) for limit in (1, 7, 100)]
     pages += pages[:5]  # the same page twice in one batch
-    with hero_selects(app.state.engine) as selects:
+    with hero_selects(app_state(app).engine) as selects:
         responses = await asyncio.gather(
             *(client.get("/heroes/", params={"offset": o, "limit": n}) for o, n in pages)
         )
@@ -358,7 +339,7 @@ async def test_concurrent_pages_share_one_statement(
         assert response.status_code == 200
         assert response.json() == [by_id[i] for i in ids[offset : offset + limit]]
     assert len(selects) < len(pages) / 2
-    assert store(app).batch_stats()["pages"].largest > 1
+    assert service(app).batch_stats()["pages"].largest > 1
 
 
 @pytest.mark.parametrize("batch", [4, 7, 12, 20])  # the first runs alone, the rest together
@@ -371,7 +352,7 @@ async def test_page_batches_of_any_size_run_as_few_statements(
     created = await asyncio.gather(*(make_hero(client, name=f"h{n}", age=n % 3) for n in range(12)))
     by_age = {age: sorted(h["id"] for h in created if h["age"] == age) for age in range(3)}
     wanted = [(k % 3, k % 4 + 1) for k in range(batch)]  # (age, limit)
-    batched = executed(app.state.engine, lambda s: "UNION ALL" in s or "unnest" in s)
+    batched = executed(app_state(app).engine, lambda s: "UNION ALL" in s or "unnest" in s)
     with batched as statements:
         responses = await asyncio.gather(
             *(

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from heroes_api.adopt import inspect_database
+from heroes_api.app import SchemaNotMigrated, create_app
 from heroes_api.compatibility import (
     SCHEMA_REVISION,
     CompatibilityUndeclared,
@@ -22,9 +23,9 @@ from heroes_api.compatibility import (
     read_chain,
 )
 from heroes_api.config import Settings
-from heroes_api.main import SchemaNotMigrated, create_app
+from heroes_api.state import app_state
 from tests.databases import alembic_config
-from tests.factories import asgi_client, make_hero, running_client
+from tests.helpers import asgi_client, make_hero, running_client
 
 # revision -> (down_revision, oldest_code_revision): A <- B (expand) <- C (contract serving code
 # from B on) <- D (expand) <- E (breaks everything before it).
@@ -129,7 +130,7 @@ async def test_a_later_incompatible_revision_is_refused(database_url: str) -> No
     app = create_app(Settings(database_url=database_url))
     async with asgi_client(app) as client:
         health = await client.get("/health")
-    await app.state.engine.dispose()
+    await app_state(app).engine.dispose()
     assert health.status_code == 503
     assert "serves code written for '9999_breaking' or later" in health.json()["detail"]
     with pytest.raises(SchemaNotMigrated, match="deploy a newer release"):

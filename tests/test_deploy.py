@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from heroes_api.state import app_state
 from tests.databases import ROOT
 from tests.servers import Server
 
@@ -82,15 +83,16 @@ async def test_two_workers_metrics_add_up(sqlite_url: str, tmp_path: Path) -> No
 
 
 async def test_health_live_needs_no_database(tmp_path: Path) -> None:
+    from heroes_api.app import create_app
     from heroes_api.config import Settings
-    from heroes_api.main import create_app
-    from tests.factories import asgi_client
+    from tests.helpers import asgi_client
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/no-such-dir/heroes.db"))
     async with asgi_client(app) as client:  # no lifespan: it would refuse this database
         live = await client.get("/health/live")
     assert (live.status_code, live.json()) == (200, {"status": "ok"})
-    assert app.state.engine.pool.checkedout() == 0  # the database was never asked
+    pool: Any = app_state(app).engine.pool
+    assert pool.checkedout() == 0  # the database was never asked
 
 
 def stand_in(directory: Path, name: str, version: str) -> Path:

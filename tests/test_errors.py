@@ -1,30 +1,16 @@
-"""Database failures become a 422/503 the client can act on; everything else is a JSON 500."""
+"""Database failures, translated where sessions are used, become a 422/503 the client can act
+on; everything else (a bare OSError or TimeoutError elsewhere included) is a JSON 500."""
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 
-from heroes_api.config import Settings
-from heroes_api.errors import DatabaseUnavailable, ValueNotStorable, database_error
-from heroes_api.heroes.store import _worth_replaying
-from heroes_api.main import create_app
-
-dbapi = AsyncAdapt_asyncpg_dbapi(asyncpg)  # type: ignore[no-untyped-call]
-
-
-def dbapi_error(
-    orig: Exception, *, invalidated: bool = False, cls: type[sa_exc.DBAPIError] = sa_exc.DBAPIError
-) -> sa_exc.DBAPIError:
-    return cls("SELECT 1", {"secret": "x"}, orig, connection_invalidated=invalidated)
-
-
-def pg_error(error: type[asyncpg.PostgresError]) -> sa_exc.DBAPIError:
-    """What SQLAlchemy raises for an asyncpg error: a DBAPIError around the adapter's Error."""
-    error_class: type[Exception] = dbapi.Error
-    return dbapi_error(error_class("boom", error("boom")))
+from heroes_api.db import translated
+from heroes_api.errors import DatabaseUnavailable, ValueNotStorable, WriteConflict
+from heroes_api.heroes.service import is_replayable
+from tests.helpers import dbapi_error, pg_error
 
 
 @pytest.mark.parametrize(
@@ -38,7 +24,8 @@ def pg_error(error: type[asyncpg.PostgresError]) -> sa_exc.DBAPIError:
         (pg_error(asyncpg.CannotConnectNowError), DatabaseUnavailable),  # 57P03, starting up
         (pg_error(asyncpg.AdminShutdownError), DatabaseUnavailable),  # 57P01
         (pg_error(asyncpg.TooManyConnectionsError), DatabaseUnavailable),  # 53300
-        (pg_error(asyncpg.SerializationError), DatabaseUnavailable),  # 40001
+        (pg_error(asyncpg.SerializationError), WriteConflict),  # 40001
+        (pg_error(asyncpg.DeadlockDetectedError), WriteConflict),  # 40P01
         (dbapi_error(ValueError(), cls=sa_exc.OperationalError), DatabaseUnavailable),  # locked
         (dbapi_error(ValueError(), cls=sa_exc.InterfaceError), DatabaseUnavailable),
         (sa_exc.TimeoutError("QueuePool limit reached"), DatabaseUnavailable),
@@ -50,26 +37,8 @@ def pg_error(error: type[asyncpg.PostgresError]) -> sa_exc.DBAPIError:
     ],
 )
 def test_database_errors_are_classified(exc: Exception, expected: type[Exception] | None) -> None:
-    result = database_error(exc)
+    result = translated(exc)
     assert (type(result) if result else None) is expected
-
-
-@pytest.fixture
-def failing_app() -> FastAPI:
-    app = create_app(Settings(database_url="sqlite://"))
-    errors: dict[str, Exception] = {
-        "data": pg_error(asyncpg.UntranslatableCharacterError),
-        "dropped": dbapi_error(ValueError(), invalidated=True),
-        "pool": sa_exc.TimeoutError("QueuePool limit reached"),
-        "sql": pg_error(asyncpg.PostgresSyntaxError),
-        "bug": RuntimeError("a bug"),
-    }
-
-    @app.get("/fail/{kind}")
-    async def fail(kind: str) -> None:
-        raise errors[kind]
-
-    return app
 
 
 @pytest.mark.parametrize(
@@ -92,6 +61,13 @@ async def test_errors_become_json_with_detail(
     assert response.json() == {"detail": detail}
 
 
+async def test_an_os_error_outside_the_database_boundary_is_a_500(failing_app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=failing_app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/os-error")
+    assert (response.status_code, response.json()) == (500, {"detail": "Internal server error"})
+
+
 @pytest.mark.parametrize(
     ("exc", "replay"),
     [
@@ -108,4 +84,4 @@ async def test_errors_become_json_with_detail(
 def test_a_failed_write_batch_is_replayed_unless_the_database_is_down(
     exc: Exception, replay: bool
 ) -> None:
-    assert _worth_replaying(exc) is replay
+    assert is_replayable(translated(exc) or exc) is replay

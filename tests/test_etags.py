@@ -7,10 +7,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.heroes.etags import MAX_TAGS
-from heroes_api.main import create_app
-from tests.factories import make_hero, running_client
+from heroes_api.state import app_state
+from tests.helpers import make_hero, running_client
 
 STALE = {"detail": "Hero has changed since the ETag in If-Match: read it again, then retry"}
 NOT_FOUND = {"detail": "Hero not found"}
@@ -185,7 +186,7 @@ async def test_stale_if_match_under_50_concurrent_patches(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     await concurrent_conditional_patches(client)
-    assert app.state.heroes.batch_stats()["writes"].largest > 1  # decided inside batches
+    assert app_state(app).hero_service.batch_stats()["writes"].largest > 1  # decided inside batches
 
 
 async def test_stale_if_match_under_50_concurrent_patches_unbatched(database_url: str) -> None:
@@ -213,4 +214,4 @@ async def test_conditional_and_plain_writes_share_a_batch(
     read = await client.get(f"/heroes/{a['id']}")
     assert (read.json()["age"], read.headers["etag"]) == (3, tag(a, 3))
     assert (await client.get(f"/heroes/{d['id']}")).status_code == 200
-    assert app.state.heroes.batch_stats()["writes"].largest > 1
+    assert app_state(app).hero_service.batch_stats()["writes"].largest > 1

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from heroes_api.heroes.schemas import INT32_MAX, INT32_MIN
-from tests.factories import make_hero
+from heroes_api.models import INT32_MAX, INT32_MIN
+from tests.helpers import make_hero
 
 SECRET = "Fh-Find-Secret-2203"
 LINK = re.compile(r'^<(?P<url>[^>]+)>; rel="next"$')

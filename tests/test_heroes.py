@@ -6,8 +6,10 @@ from typing import Any
 import httpx
 import pytest
 
-from heroes_api.heroes.schemas import INT32_MAX, INT32_MIN, INT64_MAX
-from tests.factories import make_hero
+from heroes_api.db import make_sessionmaker
+from heroes_api.models import INT32_MAX, INT32_MIN, INT64_MAX
+from heroes_api.state import app_state
+from tests.helpers import make_hero
 
 NOT_FOUND = {"detail": "Hero not found"}
 JSON = {"content-type": "application/json"}
@@ -171,8 +173,9 @@ async def test_patch_secret_name_is_stored(client: httpx.AsyncClient, app: Any) 
     await client.patch(f"/heroes/{hero['id']}", json={"secret_name": "Wade Wilson"})
     from heroes_api.models import Hero
 
-    async with app.state.sessionmaker() as session:
+    async with make_sessionmaker(app_state(app).engine)() as session:
         stored = await session.get(Hero, hero["id"])
+    assert stored is not None
     assert stored.secret_name == "Wade Wilson"
 
 

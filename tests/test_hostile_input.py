@@ -6,8 +6,8 @@ from typing import Any
 import httpx
 import pytest
 
-from heroes_api.heroes.schemas import INT32_MAX
-from tests.factories import make_hero
+from heroes_api.models import INT32_MAX
+from tests.helpers import make_hero
 
 SECRET = "Zq-Hostile-Secret-7731"
 JSON = {"content-type": "application/json"}

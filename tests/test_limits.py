@@ -7,10 +7,10 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from heroes_api.main import create_app
-from tests.factories import running_client
+from tests.helpers import running_client
 from tests.servers import Server
 
 LIMIT = 1000

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.logs import JsonFormatter, RequestIdFilter, TextFormatter
-from heroes_api.main import create_app
 from tests.databases import ROOT
-from tests.factories import make_hero, running_client
+from tests.helpers import make_hero, running_client
 from tests.servers import Server
 
 SECRET = "Rq-Log-Secret-8841"

@@ -6,37 +6,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
-from heroes_api.main import create_app
-from tests.factories import asgi_client, make_hero, running_client
-from tests.test_errors import failing_app  # noqa: F401  (a fixture)
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-async def scrape(client: httpx.AsyncClient) -> Samples:
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=")
-    return parse(response.text)
-
-
-def requests(samples: Samples, method: str, route: str, status: str) -> float:
-    return value(samples, "heroes_http_requests_total", method=method, route=route, status=status)
+from heroes_api.state import app_state
+from tests.helpers import asgi_client, make_hero, requests, running_client, scrape, value
 
 
 async def test_counters_move_by_exactly_the_requests_made(client: httpx.AsyncClient) -> None:
@@ -104,7 +78,7 @@ async def test_batch_sizes_are_observed_under_concurrency(client: httpx.AsyncCli
 async def test_pool_connections_in_use_are_seen_while_checked_out(database_url: str) -> None:
     app = create_app(Settings(database_url=database_url))
     async with running_client(app) as client:
-        async with app.state.engine.connect():
+        async with app_state(app).engine.connect():
             during = await scrape(client)
         after = await scrape(client)
     assert value(during, "heroes_db_connections_in_use", pool="main") == 1
@@ -112,7 +86,7 @@ async def test_pool_connections_in_use_are_seen_while_checked_out(database_url: 
 
 
 async def test_database_errors_are_counted_by_class_and_status(
-    failing_app: FastAPI,  # noqa: F811
+    failing_app: FastAPI,
 ) -> None:
     transport = httpx.ASGITransport(app=failing_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -141,7 +115,7 @@ async def test_an_unreachable_database_is_counted(tmp_path: object) -> None:
         assert (await client.get("/health")).status_code == 503
         assert (await client.get("/heroes/1")).status_code == 503
         samples = await scrape(client)
-    await app.state.engine.dispose()
+    await app_state(app).engine.dispose()
     assert value(samples, "heroes_db_errors_total", error="OperationalError", status="503") == 2
 
 

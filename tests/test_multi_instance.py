@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.factories import read_all_heroes
+from tests.helpers import read_all_heroes
 from tests.servers import Server
 
 WRITERS = 40

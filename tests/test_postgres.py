@@ -7,10 +7,11 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
-from heroes_api.main import create_app
+from heroes_api.state import app_state
 from tests.databases import PostgresDatabases
-from tests.factories import make_hero, running_client
+from tests.helpers import make_hero, running_client
 
 
 @pytest.fixture
@@ -43,9 +44,9 @@ async def test_value_the_database_cannot_encode_is_422(latin1_url: str) -> None:
 
 async def test_postgres_engine_uses_pool_settings(postgres_url: str) -> None:
     app = create_app(Settings(database_url=postgres_url, db_pool_size=2, db_max_overflow=1))
-    pool: Any = app.state.engine.pool
+    pool: Any = app_state(app).engine.pool
     assert (pool.size(), pool._max_overflow) == (2, 1)
-    assert app.state.write_engine is app.state.engine
+    assert app_state(app).write_engine is app_state(app).engine
     async with running_client(app) as client:
         assert (await client.get("/health")).status_code == 200
 

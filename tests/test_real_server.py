@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import read_all_heroes
+from tests.helpers import read_all_heroes
 from tests.servers import Server
 
 SECRET = "Rq-Server-Secret-5519"

@@ -10,10 +10,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.logs import RequestIdFilter
-from heroes_api.main import create_app
-from tests.factories import asgi_client
+from heroes_api.state import app_state
+from tests.helpers import asgi_client
 
 GENERATED = re.compile(r"[0-9a-f]{16}-[0-9a-f]+")
 
@@ -72,7 +73,7 @@ async def test_a_413_carries_the_request_id(database_url: str) -> None:
         streamed = await client.post(
             "/heroes/", content=chunks(), headers={"X-Request-ID": "big-2"}
         )
-    await app.state.engine.dispose()
+    await app_state(app).engine.dispose()
     assert (declared.status_code, declared.headers["x-request-id"]) == (413, "big-1")
     assert (streamed.status_code, streamed.headers["x-request-id"]) == (413, "big-2")
 

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from tests.databases import ROOT, migrate
-from tests.factories import read_all_heroes
+from tests.helpers import read_all_heroes
 from tests.servers import Server, release_env
 
 MIGRATION = "alembic/versions/0002_hero_version.py"

@@ -1,7 +1,6 @@
 """API keys and CORS (README, "Security"): both off by default, on by settings."""
 
 import logging
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 from pydantic import ValidationError
 
+from heroes_api.app import create_app
 from heroes_api.config import Settings
-from heroes_api.main import create_app
-from heroes_api.security import command_line_host
-from tests.factories import asgi_client, make_hero, running_client
+from tests.helpers import asgi_client, make_hero, running_client, scrape, value
 from tests.servers import Server
-from tests.test_metrics import scrape, value
 
 KEY = "k3y-0ne.with~all+token/chars=="
 OTHER_KEY = "another-valid-key-2"
@@ -374,45 +371,6 @@ async def test_open_writes_on_a_public_address_warn_once(database_url: str, log_
     async with LifespanManager(keyed_app) as manager:
         await _get_health_via(manager.app, "192.0.2.11")
     assert "reaches 192.0.2.11" not in log_text()
-
-
-@pytest.mark.parametrize(
-    ("argv", "environ", "host"),
-    [
-        (["/srv/.venv/bin/uvicorn", "heroes_api.main:app"], {}, "127.0.0.1"),
-        (["/srv/.venv/bin/uvicorn", "heroes_api.main:app", "--host", "0.0.0.0"], {}, "0.0.0.0"),
-        (["/usr/lib/python3/uvicorn/__main__.py", "m:app", "--host=::"], {}, "::"),
-        (["uvicorn", "m:app"], {"UVICORN_HOST": "10.0.0.5"}, "10.0.0.5"),
-        (["uvicorn", "m:app", "--host", "::1"], {"UVICORN_HOST": "10.0.0.5"}, "::1"),
-        (["uvicorn", "m:app", "--host", "0.0.0.0", "--fd", "3"], {}, None),
-        (["uvicorn", "m:app", "--uds=/run/heroes.sock"], {}, None),
-        (["gunicorn", "-b", "0.0.0.0:8000", "m:app"], {}, None),
-        ([], {}, None),
-    ],
-)
-def test_the_command_line_says_where_uvicorn_listens(
-    argv: list[str], environ: dict[str, str], host: str | None
-) -> None:
-    assert command_line_host(argv, environ) == host
-
-
-@pytest.mark.parametrize(("bind", "warns"), [("0.0.0.0", True), ("127.0.0.1", False)])
-async def test_open_writes_on_a_public_bind_warn_at_startup(
-    database_url: str,
-    log_text: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    bind: str,
-    warns: bool,
-) -> None:
-    monkeypatch.setattr(sys, "argv", ["/srv/.venv/bin/uvicorn", "m:app", "--host", bind])
-    open_app = create_app(Settings(database_url=database_url))
-    async with LifespanManager(open_app):
-        assert ("writes are open to anyone who reaches 0.0.0.0" in log_text()) is warns
-
-    keyed_app = create_app(Settings(database_url=database_url, api_keys=KEY))
-    async with LifespanManager(keyed_app):
-        pass
-    assert log_text().count("writes are open") == int(warns)
 
 
 def test_real_server_logs_no_key(database_url: str, tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from heroes_api.heroes.schemas import INT32_MAX, INT32_MIN, TEXT_MAX_LENGTH
-from tests.factories import running_client
+from heroes_api.models import INT32_MAX, INT32_MIN, TEXT_MAX_LENGTH
+from tests.helpers import running_client
 
 SECRET_MARK = "Hq-Stateful-Secret"
 text = st.text(

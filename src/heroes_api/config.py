@@ -1,16 +1,19 @@
-"""Settings, read from the environment (prefix ``HEROES_``) and ``.env`` only when asked for."""
+"""Settings, read from the environment (prefix ``HEROES_``) and ``.env`` only when asked for.
 
+The standard library and pydantic only: Alembic, ``adopt`` and the logging setup read settings
+without loading the web stack or a database driver.
+"""
+
+import hashlib
 import os
+import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from heroes_api.security import KeyDigests, cors_origins, key_digests, read_key_file
 
 # Drivers users name in URLs from tutorials and hosting platforms, mapped to the async ones.
 _ASYNC_DRIVERS = {
@@ -21,6 +24,7 @@ _ASYNC_DRIVERS = {
     "postgresql+psycopg2": "postgresql+asyncpg",
     "postgresql+psycopg": "postgresql+asyncpg",
 }
+_URL = re.compile(r"(?P<driver>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)", re.DOTALL)
 
 
 def to_async_url(url: str) -> str:
@@ -28,15 +32,69 @@ def to_async_url(url: str) -> str:
 
     libpq's ``sslmode`` query option (common in platform-provided URLs) becomes asyncpg's ``ssl``.
     """
+    if (parsed := _URL.fullmatch(url)) is None:
+        raise ValueError(f"not a database URL: {url!r}")
+    driver = _ASYNC_DRIVERS.get(parsed["driver"], parsed["driver"])
+    base, question, query = parsed["rest"].partition("?")
+    if driver == "postgresql+asyncpg" and question:
+        query = "&".join(re.sub(r"^sslmode=", "ssl=", option) for option in query.split("&"))
+    return f"{driver}://{base}{question}{query}"
+
+
+KeyDigests = frozenset[bytes]
+MIN_KEY_LENGTH = 16
+# RFC 6750's b64token: everything a Bearer credential can carry.
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_ORIGIN = re.compile(r"https?://[^/?#\s]+")
+
+
+def key_digest(key: str) -> bytes:
+    """What is kept of an API key: its SHA-256 digest."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def key_digests(keys: Iterable[str], source: str) -> KeyDigests:
+    """Digests of the keys, or a ValueError that says which key is unusable (never the key).
+
+    A blank ``source`` as a whole means no key: ``HEROES_API_KEYS=`` is how compose files unset.
+    """
+    keys = [key.strip() for key in keys]
+    if keys == [""]:
+        return frozenset()
+    for number, key in enumerate(keys, 1):
+        if not key:
+            raise ValueError(f"{source}: key {number} is empty")
+        if len(key) < MIN_KEY_LENGTH:
+            raise ValueError(f"{source}: key {number} is shorter than {MIN_KEY_LENGTH} characters")
+        if not BEARER_TOKEN.fullmatch(key):
+            raise ValueError(
+                f"{source}: key {number} has a character a Bearer token cannot carry "
+                "(letters, digits and -._~+/ only, then = padding)"
+            )
+    return frozenset(map(key_digest, keys))
+
+
+def read_key_file(path: Path) -> KeyDigests:
+    """Digests of a key file's keys: one a line, blank lines skipped (container secrets)."""
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ValueError(f"not a database URL: {url!r}") from None
-    parsed = parsed.set(drivername=_ASYNC_DRIVERS.get(parsed.drivername, parsed.drivername))
-    if parsed.drivername == "postgresql+asyncpg" and "sslmode" in parsed.query:
-        parsed = parsed.update_query_dict({"ssl": parsed.query["sslmode"]})
-        parsed = parsed.difference_update_query(["sslmode"])
-    return parsed.render_as_string(hide_password=False)
+        text = path.read_bytes().decode(errors="replace")
+    except OSError as exc:
+        raise ValueError(f"HEROES_API_KEYS_FILE cannot be read: {path}: {exc.strerror}") from None
+    keys = [line for line in text.splitlines() if line.strip()]
+    if not keys:
+        raise ValueError(f"HEROES_API_KEYS_FILE holds no key: {path}")
+    return key_digests(keys, "HEROES_API_KEYS_FILE")
+
+
+def cors_origins(text: str) -> tuple[str, ...]:
+    """The origins in a comma-separated list; one that no browser can send is a ValueError."""
+    origins = tuple(origin.strip().lower() for origin in text.split(",") if origin.strip())
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"HEROES_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], no path)"
+            )
+    return origins
 
 
 BATCH_MAX_SIZE_LIMIT = 4096

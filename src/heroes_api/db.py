@@ -1,6 +1,13 @@
-"""Engine, sessions and the schema-revision check shared by the app, health and Alembic."""
+"""Engines, sessions, the schema-revision check, and the translation of driver errors.
+
+Driver errors are translated once, where sessions are used (the hero service and the health
+check wrap their database work in ``translate_errors``), into the app's ``DatabaseError``s: the
+pattern of advanced-alchemy's ``wrap_sqlalchemy_exception``.
+"""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -13,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.compatibility import SCHEMA_REVISION, compatibility_problem, read_chain
 from heroes_api.config import Settings
+from heroes_api.errors import DatabaseError, DatabaseUnavailable, ValueNotStorable, WriteConflict
 
 __all__ = ["SCHEMA_REVISION", "SessionMaker", "schema_problem"]
 
@@ -132,6 +140,53 @@ def _schema_problem(connection: Connection) -> str | None:
 async def schema_problem(engine: AsyncEngine) -> str | None:
     """Say why this code must not serve the database, or None when the database is at
     SCHEMA_REVISION or at a later revision recorded as compatible with it (rolling deploys,
-    ``heroes_api.compatibility``)."""
-    async with engine.connect() as connection:
-        return await connection.run_sync(_schema_problem)
+    ``heroes_api.compatibility``). A database that cannot be reached is ``DatabaseUnavailable``."""
+    with translate_errors():
+        async with engine.connect() as connection:
+            return await connection.run_sync(_schema_problem)
+
+
+# SQLSTATE classes: 22 data exception; 40 transaction rollback (deadlock, serialization failure);
+# 08 connection exception, 53 insufficient resources (too many connections), 57 operator
+# intervention (shutdown).
+_DATA_SQLSTATE = "22"
+_ROLLBACK_SQLSTATE = "40"
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+# Raised while talking to the database without a DBAPI error around them: a pool checkout
+# timeout, a refused or reset socket, asyncpg's connect or command timeout.
+_UNREACHABLE = (sa_exc.TimeoutError, OSError, TimeoutError)
+
+
+def translated(exc: BaseException) -> DatabaseError | None:
+    """The app's error for a failure talking to the database, or None for a bug (a 500).
+
+    asyncpg reports a dropped connection or a data error as a plain ``DBAPIError``, not as
+    ``OperationalError`` / ``DataError``: SQLAlchemy marks the first ``connection_invalidated``,
+    and both carry a SQLSTATE (SQLite's errors carry none).
+    """
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return DatabaseUnavailable() if isinstance(exc, _UNREACHABLE) else None
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    if isinstance(exc, sa_exc.DataError) or state.startswith(_DATA_SQLSTATE):
+        return ValueNotStorable()
+    if state.startswith(_ROLLBACK_SQLSTATE):
+        return WriteConflict()
+    if (
+        exc.connection_invalidated
+        or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        or state.startswith(_UNAVAILABLE_SQLSTATES)
+    ):
+        return DatabaseUnavailable()
+    return None
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Raise the app's ``DatabaseError`` for a driver failure inside the block (the driver's
+    exception is its ``__cause__``); anything else, a bug, passes through unchanged."""
+    try:
+        yield
+    except (sa_exc.DBAPIError, *_UNREACHABLE) as exc:
+        if (error := translated(exc)) is None:
+            raise
+        raise error from exc

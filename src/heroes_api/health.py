@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from heroes_api.db import schema_problem
-from heroes_api.errors import count_db_error, is_database_down
+from heroes_api.errors import DatabaseUnavailable
+from heroes_api.state import app_state
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger(__name__)
@@ -33,14 +34,15 @@ class Unhealthy(BaseModel):
     summary="Service health",
 )
 async def health(request: Request) -> Healthy | JSONResponse:
+    shared = app_state(request.app)
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            problem = await schema_problem(request.app.state.engine)
-    except Exception as exc:
-        if not is_database_down(exc):
-            raise
-        logger.warning("health check: database unreachable: %s", type(exc).__name__)
-        count_db_error(request, exc, 503)
+            problem = await schema_problem(shared.engine)
+    except (DatabaseUnavailable, TimeoutError) as exc:
+        cause = type(exc.__cause__ or exc).__name__
+        logger.warning("health check: database unreachable: %s", cause)
+        if shared.metrics is not None:
+            shared.metrics.count_db_error(cause, 503)
         problem = "database unreachable"
     if problem is None:
         return Healthy()

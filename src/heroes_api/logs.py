@@ -14,6 +14,8 @@ import logging
 import time
 from contextvars import ContextVar
 
+from heroes_api.config import get_settings
+
 # The id of the request the current task serves ("-" outside any request). The middleware sets
 # it and never resets it: uvicorn runs every request in a task of its own, and the 500 handler
 # and uvicorn's error log run in that task after the middleware has returned.
@@ -68,6 +70,4 @@ class TextFormatter(logging.Formatter):
 
 def formatter() -> logging.Formatter:
     """The formatter ``HEROES_LOG_FORMAT`` asks for (a ``logging.json`` factory)."""
-    from heroes_api.config import get_settings  # config imports errors, which imports this
-
     return JsonFormatter() if get_settings().log_format == "json" else TextFormatter()

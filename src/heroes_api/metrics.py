@@ -9,9 +9,8 @@ this process only. Each app has a registry of its own (tests build many apps in 
 
 import os
 from collections.abc import Callable
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -93,8 +92,12 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def count_db_error(self, error: BaseException, status: int) -> None:
-        self.db_errors.labels(type(error).__name__, str(status)).inc()
+    def count_db_error(self, error: str, status: int) -> None:
+        """One more database failure answered ``status``; ``error``: the driver's class name."""
+        self.db_errors.labels(error, str(status)).inc()
+
+    def count_auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()
 
     def batch_observer(self, batcher: str) -> Callable[[int], None]:
         return self.batch_size.labels(batcher).observe
@@ -128,15 +131,12 @@ class Metrics:
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-async def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
+def metrics_router(metrics: Metrics) -> APIRouter:
+    """``GET /metrics``, answering from ``metrics``."""
+    router = APIRouter(tags=["operations"])
 
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.expose(), media_type=CONTENT_TYPE_LATEST)
 
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-router = APIRouter(tags=["operations"])
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics_endpoint(metrics: MetricsDep) -> Response:
-    return Response(metrics.expose(), media_type=CONTENT_TYPE_LATEST)
+    return router

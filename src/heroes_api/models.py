@@ -1,9 +1,23 @@
-"""Table models: Alembic's autogenerate and drift check import this one module."""
+"""Table models and their bases: Alembic's autogenerate and drift check import this one module.
+
+The column widths live here with the columns they bound; ``heroes.schemas`` builds the request and
+response models on ``HeroBase``.
+"""
 
 from sqlalchemy import Index, text
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
-from heroes_api.heroes.schemas import HeroBase
+# The widest integer every supported database stores in ``hero.id`` and ``hero.age``
+# (PostgreSQL ``INTEGER`` is 32-bit; SQLite's is 64-bit), and the widest SQL ``OFFSET``.
+INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
+INT64_MAX = 2**63 - 1
+TEXT_MAX_LENGTH = 255
+
+
+class HeroBase(SQLModel):
+    name: str = Field(index=True)
+    age: int | None = Field(default=None)  # indexed by Hero's ix_hero_age
 
 
 class Hero(HeroBase, table=True):

@@ -43,7 +43,7 @@ def versions_to_match(if_match: str | None, hero_id: int) -> frozenset[int] | No
     )
 
 
-def none_match(if_none_match: str | None, hero_id: int, version: int) -> bool:
+def is_not_modified(if_none_match: str | None, hero_id: int, version: int) -> bool:
     """True when ``If-None-Match`` names the hero's current tag (or is ``*``): a GET answers 304."""
     if if_none_match is None:
         return False

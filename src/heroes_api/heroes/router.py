@@ -1,37 +1,39 @@
-"""HTTP routes for heroes: parse, call the hero store, return.
+"""HTTP routes for heroes: parse, call the hero service, return.
 
-Two routers, ``reads`` and ``writes``, so that the app can put either behind the API keys.
+Two routers, ``hero_reads`` and ``hero_writes``, so that the app can put either behind the API
+keys.
 """
 
 import re
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from heroes_api.errors import ErrorDetail
-from heroes_api.heroes.etags import MAX_TAGS, TAGS_PATTERN, etag, none_match, versions_to_match
-from heroes_api.heroes.pages import Page
-from heroes_api.heroes.schemas import (
-    INT32_MAX,
-    INT32_MIN,
-    INT64_MAX,
-    Age,
-    HeroCreate,
-    HeroPublic,
-    HeroUpdate,
-    Text,
-)
-from heroes_api.heroes.service import PublicHero, Versioned
-from heroes_api.heroes.store import HeroStoreDep
+from heroes_api.heroes.etags import MAX_TAGS, TAGS_PATTERN, etag, is_not_modified, versions_to_match
+from heroes_api.heroes.repository import HeroRow, Page, VersionedRow
+from heroes_api.heroes.schemas import Age, HeroCreate, HeroPublic, HeroUpdate, Text
+from heroes_api.heroes.service import HeroService
+from heroes_api.models import INT32_MAX, INT32_MIN, INT64_MAX
 from heroes_api.responses import RenderedJSON
+from heroes_api.state import app_state
+
+
+async def get_hero_service(request: Request) -> HeroService:
+    """``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+    request."""
+    return app_state(request.app).hero_service
+
+
+HeroServiceDep = Annotated[HeroService, Depends(get_hero_service)]
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorDetail, "description": "Database unavailable; retry"}
 }
-reads = APIRouter(prefix="/heroes", tags=["heroes"], responses=UNAVAILABLE)
-writes = APIRouter(prefix="/heroes", tags=["heroes"], responses=UNAVAILABLE)
+hero_reads = APIRouter(prefix="/heroes", tags=["heroes"], responses=UNAVAILABLE)
+hero_writes = APIRouter(prefix="/heroes", tags=["heroes"], responses=UNAVAILABLE)
 
 HeroId = Annotated[int, Path(ge=INT32_MIN, le=INT32_MAX, description="The hero's id.")]
 NO_AGE = "A hero without an age matches no age bound."
@@ -92,7 +94,7 @@ def _precondition(request: Request, name: str) -> str | None:
     raise RequestValidationError([error])
 
 
-def _tagged(found: Versioned) -> RenderedJSON:
+def _tagged(found: VersionedRow) -> RenderedJSON:
     return RenderedJSON(found.hero, etag=etag(found.hero["id"], found.version))
 
 
@@ -117,7 +119,7 @@ def _reject(message: str) -> NoReturn:
     raise RequestValidationError([error])
 
 
-def _next_page(request: Request, page: Page, heroes: list[PublicHero]) -> dict[str, str] | None:
+def _next_page(request: Request, page: Page, heroes: list[HeroRow]) -> dict[str, str] | None:
     """``Link`` to the next page when this one is full: its filters and limit, ``after_id`` set
     to the last id. A relative reference (RFC 8288 allows it): no Host header is echoed."""
     if len(heroes) < page.limit:
@@ -127,13 +129,13 @@ def _next_page(request: Request, page: Page, heroes: list[PublicHero]) -> dict[s
     return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
 
 
-@writes.post("/", response_model=HeroPublic, responses=WITH_ETAG, summary="Create a hero")
-async def create_hero(heroes: HeroStoreDep, hero: HeroCreate) -> RenderedJSON:
+@hero_writes.post("/", response_model=HeroPublic, responses=WITH_ETAG, summary="Create a hero")
+async def create_hero(service: HeroServiceDep, hero: HeroCreate) -> RenderedJSON:
     """Store a new hero; a client-sent ``id`` is ignored."""
-    return _tagged(await heroes.create(hero))
+    return _tagged(await service.create(hero))
 
 
-@reads.get(
+@hero_reads.get(
     "/",
     response_model=list[HeroPublic],
     responses={200: {"headers": {"Link": NEXT_LINK}}},
@@ -141,7 +143,7 @@ async def create_hero(heroes: HeroStoreDep, hero: HeroCreate) -> RenderedJSON:
 )
 async def read_heroes(
     request: Request,
-    heroes: HeroStoreDep,
+    service: HeroServiceDep,
     offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="Heroes to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Most heroes to return.")] = 100,
     name: Annotated[
@@ -168,13 +170,14 @@ async def read_heroes(
 ) -> RenderedJSON:
     """A page of heroes ordered by id: by ``offset``, or after an id (``after_id``, as cheap at
     any depth), optionally only those with a ``name`` or an age in ``min_age..max_age``.
+    \f
     Filters are plain query parameters, not a model: that parses 45 µs faster a request."""
     page = _page(offset, limit, name, min_age, max_age, after_id)
-    found = await heroes.page(page)
+    found = await service.page(page)
     return RenderedJSON(found, headers=_next_page(request, page, found))
 
 
-@reads.get(
+@hero_reads.get(
     "/{hero_id}",
     response_model=HeroPublic,
     responses={
@@ -185,15 +188,15 @@ async def read_heroes(
     summary="Read a hero",
     openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
-async def read_hero(request: Request, heroes: HeroStoreDep, hero_id: HeroId) -> Response:
+async def read_hero(request: Request, service: HeroServiceDep, hero_id: HeroId) -> Response:
     if_none_match = _precondition(request, "if-none-match")
-    found = await heroes.get(hero_id)
-    if none_match(if_none_match, hero_id, found.version):
+    found = await service.get(hero_id)
+    if is_not_modified(if_none_match, hero_id, found.version):
         return Response(status_code=304, headers={"ETag": etag(hero_id, found.version)})
     return _tagged(found)
 
 
-@writes.patch(
+@hero_writes.patch(
     "/{hero_id}",
     response_model=HeroPublic,
     responses={**CONDITIONAL, **WITH_ETAG},
@@ -201,21 +204,23 @@ async def read_hero(request: Request, heroes: HeroStoreDep, hero_id: HeroId) -> 
     openapi_extra={"parameters": [IF_MATCH]},
 )
 async def update_hero(
-    request: Request, heroes: HeroStoreDep, hero_id: HeroId, hero: HeroUpdate
+    request: Request, service: HeroServiceDep, hero_id: HeroId, hero: HeroUpdate
 ) -> RenderedJSON:
     """Change only the fields sent; ``age`` may be set to null. With ``If-Match``, only if the
     hero is still at that ETag (else 412, and nothing changes)."""
     versions = versions_to_match(_precondition(request, "if-match"), hero_id)
-    return _tagged(await heroes.update(hero_id, hero, versions))
+    return _tagged(await service.update(hero_id, hero, versions))
 
 
-@writes.delete(
+@hero_writes.delete(
     "/{hero_id}",
     responses=CONDITIONAL,
     summary="Delete a hero",
     openapi_extra={"parameters": [IF_MATCH]},
 )
-async def delete_hero(request: Request, heroes: HeroStoreDep, hero_id: HeroId) -> dict[str, bool]:
+async def delete_hero(
+    request: Request, service: HeroServiceDep, hero_id: HeroId
+) -> dict[str, bool]:
     """With ``If-Match``, only if the hero is still at that ETag (else 412)."""
-    await heroes.delete(hero_id, versions_to_match(_precondition(request, "if-match"), hero_id))
+    await service.delete(hero_id, versions_to_match(_precondition(request, "if-match"), hero_id))
     return {"ok": True}

@@ -6,12 +6,7 @@ from pydantic import AfterValidator, BeforeValidator, StringConstraints
 from pydantic import Field as Constraint
 from sqlmodel import Field, SQLModel
 
-# The widest integer every supported database stores in ``hero.id`` and ``hero.age``
-# (PostgreSQL ``INTEGER`` is 32-bit; SQLite's is 64-bit), and the widest SQL ``OFFSET``.
-INT32_MAX = 2**31 - 1
-INT32_MIN = -(2**31)
-INT64_MAX = 2**63 - 1
-TEXT_MAX_LENGTH = 255
+from heroes_api.models import INT32_MAX, TEXT_MAX_LENGTH, HeroBase
 
 
 def _no_nul(value: str) -> str:
@@ -37,11 +32,6 @@ Text = Annotated[
     Constraint(json_schema_extra={"pattern": NO_NUL_PATTERN}),
 ]
 Age = Annotated[int, Constraint(ge=0, le=INT32_MAX), BeforeValidator(_not_bool)]
-
-
-class HeroBase(SQLModel):
-    name: str = Field(index=True)
-    age: int | None = Field(default=None)  # indexed by models.Hero's ix_hero_age
 
 
 class HeroPublic(HeroBase):

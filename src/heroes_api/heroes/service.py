@@ -1,231 +1,160 @@
-"""Hero queries: plain async functions, session first, each written for a whole batch.
+"""Where hero requests meet the database: batched across concurrent requests, or one by one.
 
-A single request is a batch of one. Reads select the public columns only and return them as
-plain rows (``PublicHero``): no ORM identity map, no per-row model validation, and no way for
-``secret_name`` to reach a response. Writes are ``INSERT/UPDATE/DELETE ... RETURNING``: atomic
-under concurrency, and a hero deleted by a concurrent request is simply "not found".
-
-Every change adds one to ``hero.version``; a write may be conditional on it (``If-Match``): the
-check is part of the write's own ``WHERE`` (``AND CASE id WHEN :id THEN version IN (:v) ...``),
-so check and write are one atomic statement, in a batch as alone. A conditional write whose
-hero was not written is told apart afterwards, in the same transaction: 412 if the hero
-exists, else 404.
+With batching on (``HEROES_BATCHING``, the default) concurrent point reads share one
+``SELECT ... WHERE id IN (...)``, and concurrent writes share one transaction and one commit
+(group commit); see ``heroes_api.batching``. Every caller still gets its own answer, and a write
+is acknowledged only after the commit that holds it. With batching off, each request runs the
+same queries as a batch of one, in a session of its own.
 """
 
-from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, TypedDict, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, false, insert, literal, true, update
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from heroes_api.errors import AppError
-from heroes_api.heroes.schemas import HeroCreate
-from heroes_api.models import Hero
-
-# Core statements on the table: the ORM's bulk paths cost ~50% more per row here.
-HERO: Table = Hero.metadata.tables["hero"]
-HERO_PUBLIC = (HERO.c.id, HERO.c.name, HERO.c.age)
-HERO_VERSIONED = (*HERO_PUBLIC, HERO.c.version)
-# Bind parameters one UPDATE or DELETE may use: both backends allow 32,766 or more.
-MAX_PARAMETERS = 30_000
-
-
-class PublicHero(TypedDict):
-    """A hero as clients see it (``HeroPublic``'s fields), straight from a database row."""
-
-    id: int
-    name: str
-    age: int | None
+from heroes_api.batching import Batcher, BatchStats, RunBatch
+from heroes_api.db import SessionMaker, translate_errors
+from heroes_api.errors import DatabaseUnavailable
+from heroes_api.heroes import repository
+from heroes_api.heroes.errors import HeroNotFound, PreconditionFailed
+from heroes_api.heroes.repository import (
+    Create,
+    Delete,
+    HeroRow,
+    Page,
+    Update,
+    VersionedRow,
+    Write,
+    WriteResult,
+)
+from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
 
 
-class Versioned(NamedTuple):
-    """A hero as clients see it, and the version its ETag names."""
+class HeroService:
+    def __init__(
+        self,
+        read_sessions: SessionMaker,
+        write_sessions: SessionMaker,
+        *,
+        batching: bool,
+        max_batch: int,
+        batch_observer: Callable[[str], Callable[[int], None]] | None = None,
+    ) -> None:
+        """``batch_observer(name)`` gives the callback that each batcher calls with its batch
+        sizes (metrics); with batching off there are no batches to observe."""
+        self._read_sessions = read_sessions
+        self._write_sessions = write_sessions
 
-    hero: PublicHero
-    version: int
+        def batcher(run: RunBatch[Any, Any], name: str) -> Batcher[Any, Any]:
+            # Off: every call runs its own batch of one, with no queue in front of it.
+            observe = batch_observer(name) if batch_observer and batching else None
+            return Batcher(run, max_size=max_batch, enabled=batching, on_batch=observe)
 
+        self._reads: Batcher[int, VersionedRow | None] = batcher(self._read_batch, "reads")
+        self._pages: Batcher[Page, list[HeroRow]] = batcher(self._page_batch, "pages")
+        self._writes: Batcher[Write, VersionedRow | None] = batcher(self._write_batch, "writes")
 
-class PreconditionFailed(AppError):
-    status_code = 412
-    detail = "Hero has changed since the ETag in If-Match: read it again, then retry"
+    async def page(self, page: Page) -> list[HeroRow]:
+        return await self._pages(page)
 
+    async def get(self, hero_id: int) -> VersionedRow:
+        return _or_not_found(await self._reads(hero_id))
 
-@dataclass(frozen=True, slots=True)
-class Create:
-    hero: HeroCreate
+    async def create(self, hero_in: HeroCreate) -> VersionedRow:
+        return _or_not_found(await self._writes(Create(hero_in)))
 
+    async def update(
+        self, hero_id: int, hero_in: HeroUpdate, versions: frozenset[int] | None = None
+    ) -> VersionedRow:
+        """``versions``: what ``If-Match`` allows the hero to be at (None: any)."""
+        changes = hero_in.model_dump(exclude_unset=True)
+        if not changes:  # nothing to write: a read, still under the precondition
+            found = await self.get(hero_id)
+            if versions is not None and found.version not in versions:
+                raise PreconditionFailed
+            return found
+        return _or_not_found(await self._writes(Update(hero_id, changes, versions)))
 
-@dataclass(frozen=True, slots=True)
-class Update:
-    hero_id: int
-    changes: dict[str, Any]
-    # The versions the hero must be at for the write to happen (If-Match); None: any.
-    versions: frozenset[int] | None = None
+    async def delete(self, hero_id: int, versions: frozenset[int] | None = None) -> None:
+        _or_not_found(await self._writes(Delete(hero_id, versions)))
 
+    def batch_stats(self) -> dict[str, BatchStats]:
+        """Each batcher's counters (none with batching off): the benchmark and tests read them."""
+        batchers = (("reads", self._reads), ("pages", self._pages), ("writes", self._writes))
+        return {name: batcher.stats for name, batcher in batchers if batcher.enabled}
 
-@dataclass(frozen=True, slots=True)
-class Delete:
-    hero_id: int
-    versions: frozenset[int] | None = None
+    async def close(self) -> None:
+        """Finish the batches in flight (lifespan shutdown, before the engines are disposed)."""
+        await self._reads.close()
+        await self._pages.close()
+        await self._writes.close()
 
+    async def _read_batch(self, ids: Sequence[int]) -> list[VersionedRow | None]:
+        with translate_errors():
+            async with self._read_sessions() as session:
+                heroes = await repository.get_heroes(session, set(ids))
+        return [heroes.get(hero_id) for hero_id in ids]
 
-Write = Create | Update | Delete
-W = TypeVar("W", Update, Delete)
-Outcome = Versioned | None | PreconditionFailed
+    async def _page_batch(self, pages: Sequence[Page]) -> list[list[HeroRow]]:
+        distinct = list(dict.fromkeys(pages))  # the same page twice in a batch is read once
+        with translate_errors():
+            async with self._read_sessions() as session:
+                found = await repository.list_pages(session, distinct)
+        heroes = dict(zip(distinct, found, strict=True))
+        return [heroes[page] for page in pages]
 
+    async def _write_batch(
+        self, writes: Sequence[Write]
+    ) -> Sequence[VersionedRow | Exception | None]:
+        """One transaction for the whole batch; each write gets its hero, None (404), or an
+        error of its own (``PreconditionFailed``, 412, which the batcher raises to that caller
+        alone). If a statement in it fails (a value the database refuses, a deadlock with
+        another process), nothing was committed: each write is replayed in a transaction of its
+        own, so only the write at fault gets the error. A database that cannot be reached fails
+        them all at once; so does a failed COMMIT, whose outcome is unknown and must not be
+        replayed."""
+        try:
+            return await self._commit(writes)
+        except _StatementFailed as failed:
+            if len(writes) == 1 or not is_replayable(failed.error):
+                raise failed.error from failed.error.__cause__  # the driver's error, for the log
+        return [await self._write_alone(write) for write in writes]
 
-def public_hero(row: Sequence[Any]) -> PublicHero:
-    hero_id, name, age = row
-    return {"id": cast(int, hero_id), "name": name, "age": age}
+    async def _write_alone(self, write: Write) -> VersionedRow | Exception | None:
+        try:
+            (found,) = await self._commit((write,))
+        except _StatementFailed as failed:
+            return failed.error
+        except Exception as exc:
+            return exc
+        return found
 
-
-async def get_heroes(session: AsyncSession, ids: Collection[int]) -> dict[int, Versioned]:
-    """The heroes among ``ids`` that exist, by id: one ``SELECT ... WHERE id IN (...)``."""
-    return _by_id(await session.exec(select(*HERO_VERSIONED).where(HERO.c.id.in_(ids))))
-
-
-async def apply_writes(session: AsyncSession, writes: Sequence[Write]) -> list[Outcome]:
-    """Run ``writes`` in the session's transaction (the caller commits); each gets the hero it
-    created, changed or deleted, None when its hero does not exist, or ``PreconditionFailed``
-    when the hero is not at a version its ``If-Match`` allows.
-
-    A batch costs a few statements, not one per write: the creates are one multi-row
-    ``INSERT ... RETURNING``; the updates and deletes run in rounds in which each hero appears
-    once (its k-th write in round k, so writes to one hero keep their order), each round one
-    ``UPDATE ... SET col = CASE id WHEN ... END ... RETURNING`` and one
-    ``DELETE ... WHERE id IN (...) RETURNING``.
-    """
-    outcomes: list[Outcome] = [None] * len(writes)
-    creates = [i for i, write in enumerate(writes) if isinstance(write, Create)]
-    if creates:
-        created = await _insert(session, [cast(Create, writes[i]) for i in creates])
-        for i, hero in zip(creates, created, strict=True):
-            outcomes[i] = hero
-    changes = (i for i, write in enumerate(writes) if not isinstance(write, Create))
-    for round_ in _rounds(writes, changes):
-        updates = [cast(Update, writes[i]) for i in round_ if isinstance(writes[i], Update)]
-        deletes = [cast(Delete, writes[i]) for i in round_ if isinstance(writes[i], Delete)]
-        found = {
-            **(await _update(session, updates) if updates else {}),
-            **(await _delete(session, deletes) if deletes else {}),
-        }
-        both: list[Update | Delete] = [*updates, *deletes]
-        conditional = [write for write in both if write.versions is not None]
-        missed = [write for write in conditional if write.hero_id not in found]
-        # A conditional write that wrote nothing: 412 if its hero exists (at another version).
-        stale = await _existing(session, {w.hero_id for w in missed}) if missed else set()
-        for i in round_:
-            hero_id = cast(Update | Delete, writes[i]).hero_id
-            outcomes[i] = found.get(hero_id) or (PreconditionFailed() if hero_id in stale else None)
-    return outcomes
-
-
-async def _insert(session: AsyncSession, creates: Sequence[Create]) -> list[Versioned]:
-    """One multi-row INSERT. RETURNING's row order is not guaranteed (and SQLAlchemy can only
-    promise it on SQLite by inserting row by row), so rows are matched to their creates by
-    content: creates with identical content are interchangeable, any other pairing is exact."""
-    values = [create.hero.model_dump() for create in creates]
-    statement = insert(HERO).returning(*HERO_VERSIONED, HERO.c.secret_name)
-    rows: defaultdict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
-    for hero_id, name, age, version, secret_name in await session.exec(statement, params=values):
-        rows[name, age, secret_name].append((hero_id, version))
-    created = []
-    for v in values:
-        hero_id, version = rows[v["name"], v["age"], v["secret_name"]].pop()
-        created.append(Versioned({"id": hero_id, "name": v["name"], "age": v["age"]}, version))
-    return created
-
-
-async def _update(session: AsyncSession, updates: Sequence[Update]) -> dict[int, Versioned]:
-    """UPDATEs for heroes with distinct ids (one, unless the bind parameters would exceed
-    MAX_PARAMETERS); each column sent by any of them is set through a ``CASE id``, the others
-    keep their value, and every hero written gets one more version."""
-    found: dict[int, Versioned] = {}
-    for chunk in _chunks(updates, lambda w: 1 + 2 * len(w.changes)):
-        found.update(await _update_chunk(session, chunk))
-    return found
-
-
-async def _update_chunk(session: AsyncSession, updates: Sequence[Update]) -> dict[int, Versioned]:
-    columns: dict[str, dict[int, Any]] = defaultdict(dict)
-    for write in updates:
-        for name, value in write.changes.items():
-            columns[name][write.hero_id] = value
-    values: dict[str, Any] = {
-        name: case(
-            {literal(hero_id): literal(value, HERO.c[name].type) for hero_id, value in new.items()},
-            value=HERO.c.id,
-            else_=HERO.c[name],
-        )
-        for name, new in columns.items()
-    }
-    values["version"] = HERO.c.version + 1
-    statement = update(HERO).where(_targets(updates)).values(values).returning(*HERO_VERSIONED)
-    return _by_id(await session.exec(statement))
+    async def _commit(self, writes: Sequence[Write]) -> Sequence[WriteResult]:
+        with translate_errors():
+            async with self._write_sessions() as session:
+                try:
+                    with translate_errors():
+                        results = await repository.apply_writes(session, writes)
+                except Exception as exc:
+                    raise _StatementFailed(exc) from exc  # rolled back when the session closes
+                await session.commit()
+        return results
 
 
-async def _delete(session: AsyncSession, deletes: Sequence[Delete]) -> dict[int, Versioned]:
-    found: dict[int, Versioned] = {}
-    for chunk in _chunks(deletes, lambda _: 1):
-        statement = delete(HERO).where(_targets(chunk)).returning(*HERO_VERSIONED)
-        found.update(_by_id(await session.exec(statement)))
-    return found
+class _StatementFailed(Exception):
+    """A write batch failed before its COMMIT: nothing of it was stored."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
-def _targets(writes: Sequence[Update] | Sequence[Delete]) -> Any:
-    """The rows ``writes`` may change: each by id, and for the conditional ones only at a
-    version they allow, through one ``CASE id WHEN :id THEN version IN (:v, ...) ... ELSE
-    true END`` (a row-value ``(id, version) IN (...)`` list of thousands overflows PostgreSQL's
-    parser stack)."""
-    by_id = HERO.c.id.in_([write.hero_id for write in writes])
-    checks = {
-        literal(w.hero_id): HERO.c.version.in_(sorted(w.versions)) if w.versions else false()
-        for w in writes
-        if w.versions is not None
-    }
-    if not checks:
-        return by_id
-    return and_(by_id, case(checks, value=HERO.c.id, else_=true()))
+def is_replayable(error: Exception) -> bool:
+    """Whether a batch that failed before its COMMIT is worth replaying write by write: yes when
+    its transaction was undone for a reason of one write's own (a value the database refused, a
+    deadlock or serialization failure, a bug in one statement), so that only that write gets the
+    error. Not when the database cannot be reached: every replay would wait and fail again."""
+    return not isinstance(error, DatabaseUnavailable)
 
 
-def _chunks(writes: Sequence[W], parameters: Callable[[W], int]) -> Iterable[list[W]]:
-    """``writes`` in order, cut so that no statement binds more than MAX_PARAMETERS values
-    (``parameters(write)`` of its own, two more for a conditional write, and each version)."""
-    chunk: list[W] = []
-    used = 0
-    for write in writes:
-        cost = parameters(write) + (0 if write.versions is None else 2 + len(write.versions))
-        if chunk and used + cost > MAX_PARAMETERS:
-            yield chunk
-            chunk, used = [], 0
-        chunk.append(write)
-        used += cost
-    if chunk:
-        yield chunk
-
-
-async def _existing(session: AsyncSession, ids: Collection[int]) -> set[int]:
-    return set(await session.exec(select(HERO.c.id).where(HERO.c.id.in_(ids))))
-
-
-def _by_id(rows: Iterable[Any]) -> dict[int, Versioned]:
-    return {
-        row[0]: Versioned({"id": row[0], "name": row[1], "age": row[2]}, row[3]) for row in rows
-    }
-
-
-def _rounds(writes: Sequence[Write], changes: Iterable[int]) -> list[list[int]]:
-    """Split the updates and deletes (indexes into ``writes``) into rounds in which each hero
-    appears at most once: a hero's k-th write goes to round k, so its writes keep their order."""
-    rounds: list[list[int]] = []
-    seen: Counter[int] = Counter()
-    for i in changes:
-        hero_id = cast(Update | Delete, writes[i]).hero_id
-        if seen[hero_id] == len(rounds):
-            rounds.append([])
-        rounds[seen[hero_id]].append(i)
-        seen[hero_id] += 1
-    return rounds
+def _or_not_found(hero: VersionedRow | None) -> VersionedRow:
+    if hero is None:
+        raise HeroNotFound
+    return hero

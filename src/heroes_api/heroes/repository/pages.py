@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -35,8 +35,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from heroes_api.heroes.schemas import INT32_MAX
-from heroes_api.heroes.service import HERO, HERO_PUBLIC, PublicHero, public_hero
+from heroes_api.heroes.repository.rows import (
+    HERO,
+    PUBLIC_COLUMNS,
+    PUBLIC_FIELDS,
+    HeroRow,
+    hero_row,
+)
+from heroes_api.models import INT32_MAX
 
 MAX_UNION_TERMS = 500  # SQLite's SQLITE_MAX_COMPOUND_SELECT
 
@@ -95,7 +101,7 @@ def _page_query(shape: tuple[str, ...], param: Callable[[str], Any]) -> Any:
     # which for a narrow range is the whole table. This way it reads the range through
     # ix_hero_age and sorts the (few) matches.
     order = HERO.c.id + literal_column("0") if ages else HERO.c.id
-    query = select(*HERO_PUBLIC).where(*filters).order_by(order)
+    query = select(*PUBLIC_COLUMNS).where(*filters).order_by(order)
     return query.offset(param("offset")).limit(param("limit"))
 
 
@@ -119,7 +125,7 @@ def _lateral_pages(shape: tuple[str, ...]) -> Any:
         .render_derived()
     )
     rows = _page_query(shape, lambda name: pages.c[name]).lateral()
-    return select(pages.c.k, rows.c.id, rows.c.name, rows.c.age).select_from(
+    return select(pages.c.k, *(rows.c[name] for name in PUBLIC_FIELDS)).select_from(
         pages.join(rows, true())
     )
 
@@ -129,68 +135,74 @@ def _union_of_pages(shape: tuple[str, ...], size: int) -> Any:
     parts = []
     for k in range(size):
         page = _page_query(shape, _numbered(k)).subquery()
-        parts.append(select(literal(k).label("k"), page.c.id, page.c.name, page.c.age))
+        parts.append(select(literal(k).label("k"), *(page.c[name] for name in PUBLIC_FIELDS)))
     union = union_all(*parts).subquery()
-    return select(union.c.k, union.c.id, union.c.name, union.c.age)
+    return select(union.c.k, *(union.c[name] for name in PUBLIC_FIELDS))
 
 
-async def list_pages(session: AsyncSession, pages: Sequence[Page]) -> list[list[PublicHero]]:
-    """Each page's heroes, ordered by id."""
-    if len(pages) == 1:
-        (page,) = pages
-        rows = await session.exec(_one_page(page.shape), params=page.params())
-        return [[public_hero(row) for row in rows]]
-    results: list[list[PublicHero]] = [[] for _ in pages]
-    by_shape: defaultdict[tuple[str, ...], list[int]] = defaultdict(list)
-    for k, page in enumerate(pages):
-        by_shape[page.shape].append(k)
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    for shape, positions in by_shape.items():
-        batch = [pages[k] for k in positions]
-        tagged = (
-            await _lateral_rows(session, shape, batch)
-            if postgresql
-            else await _union_rows(session, shape, batch)
-        )
-        for k, *row in tagged:
-            results[positions[k]].append(public_hero(row))
-    for heroes in results:  # a join or UNION ALL does not promise to keep each page's order
-        heroes.sort(key=itemgetter("id"))
-    return results
+class Statement(NamedTuple):
+    """A statement and its parameters. A batch statement's rows are ``(k, *public columns)``,
+    ``k`` counting its pages from ``first``; a single page's rows are the public columns.
+
+    ``one_page`` and ``batch_statements`` are the only ways pages become SQL, so the plan tests
+    run exactly what is served."""
+
+    query: Any
+    params: dict[str, Any]
+    first: int = 0
 
 
-async def _lateral_rows(
-    session: AsyncSession, shape: tuple[str, ...], pages: list[Page]
-) -> list[Any]:
-    arrays = {name: [getattr(page, name) for page in pages] for name in shape}
-    arrays["k"] = list(range(len(pages)))
-    return list(await session.exec(_lateral_pages(shape), params=arrays))
+def one_page(page: Page) -> Statement:
+    """The statement for a page read alone."""
+    return Statement(_one_page(page.shape), page.params())
 
 
-async def _union_rows(
-    session: AsyncSession, shape: tuple[str, ...], pages: list[Page]
-) -> list[Any]:
-    rows: list[Any] = []
-    for start in range(0, len(pages), MAX_UNION_TERMS):
-        chunk = pages[start : start + MAX_UNION_TERMS]
-        params = {
-            f"{name}{k}": value
-            for k, page in enumerate(chunk)
-            for name, value in page.params().items()
-        }
-        # A statement per size would be up to 500 per shape, each compiled, cached and prepared
-        # (RSS grew ~40 MB and every request slowed as they piled up): pad to a power of two
-        # with copies of the first page that ask for nothing (LIMIT 0 reads no row).
-        size = _padded(len(chunk))
-        empty = {**chunk[0].params(), "limit": 0}
-        padding = range(len(chunk), size)
-        params.update((f"{name}{k}", empty[name]) for k in padding for name in shape)
-        chunk_rows = await session.exec(_union_of_pages(shape, size), params=params)
-        rows.extend((k + start, *row) for k, *row in chunk_rows)
-    return rows
+def batch_statements(dialect: str, pages: Sequence[Page]) -> list[Statement]:
+    """The statements that read ``pages``, all of one shape, together on ``dialect``."""
+    shape = pages[0].shape
+    if dialect == "postgresql":
+        arrays = {name: [getattr(page, name) for page in pages] for name in shape}
+        arrays["k"] = list(range(len(pages)))
+        return [Statement(_lateral_pages(shape), arrays)]
+    return [
+        _union_statement(shape, pages[start : start + MAX_UNION_TERMS], start)
+        for start in range(0, len(pages), MAX_UNION_TERMS)
+    ]
+
+
+def _union_statement(shape: tuple[str, ...], chunk: Sequence[Page], first: int) -> Statement:
+    params = {
+        f"{name}{k}": value for k, page in enumerate(chunk) for name, value in page.params().items()
+    }
+    # A statement per size would be up to 500 per shape, each compiled, cached and prepared
+    # (RSS grew ~40 MB and every request slowed as they piled up): pad to a power of two
+    # with copies of the first page that ask for nothing (LIMIT 0 reads no row).
+    size = _padded(len(chunk))
+    empty = {**chunk[0].params(), "limit": 0}
+    params.update((f"{name}{k}", empty[name]) for k in range(len(chunk), size) for name in shape)
+    return Statement(_union_of_pages(shape, size), params, first)
 
 
 def _padded(size: int) -> int:
     """The statement size a chunk of ``size`` pages runs as: the next power of two, at most
     MAX_UNION_TERMS (sizes 1, 2, 4, ... 256, 500: ten statements a shape)."""
     return min(1 << (size - 1).bit_length(), MAX_UNION_TERMS)
+
+
+async def list_pages(session: AsyncSession, pages: Sequence[Page]) -> list[list[HeroRow]]:
+    """Each page's heroes, ordered by id."""
+    if len(pages) == 1:
+        query, params, _ = one_page(pages[0])
+        return [[hero_row(row) for row in await session.exec(query, params=params)]]
+    dialect = session.get_bind().dialect.name
+    results: list[list[HeroRow]] = [[] for _ in pages]
+    by_shape: defaultdict[tuple[str, ...], list[int]] = defaultdict(list)
+    for k, page in enumerate(pages):
+        by_shape[page.shape].append(k)
+    for positions in by_shape.values():
+        for query, params, first in batch_statements(dialect, [pages[k] for k in positions]):
+            for k, *row in await session.exec(query, params=params):
+                results[positions[first + k]].append(hero_row(row))
+    for heroes in results:  # a join or UNION ALL does not promise to keep each page's order
+        heroes.sort(key=itemgetter("id"))
+    return results
