@@ -27,7 +27,7 @@ from sqlalchemy.schema import CreateTable
 
 # The Alembic revision this code is written for. A test keeps it equal to the newest file in
 # alembic/versions, so a new migration cannot be forgotten here.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 TABLE_NAME = "schema_compatibility"
 COMPATIBILITY = Table(

@@ -30,6 +30,8 @@ class AppError(Exception):
     status_code = 500
     detail = "Internal server error"
     headers: dict[str, str] | None = None
+    # Seconds a client should wait before trying again (the Retry-After header), if it should.
+    retry_after: int | None = None
 
 
 class DatabaseError(AppError):
@@ -42,6 +44,7 @@ class DatabaseUnavailable(DatabaseError):
 
     status_code = 503
     detail = "Database unavailable, try again shortly"
+    retry_after = 1
 
 
 class WriteConflict(DatabaseError):
@@ -50,6 +53,7 @@ class WriteConflict(DatabaseError):
 
     status_code = 503
     detail = DatabaseUnavailable.detail
+    retry_after = 1
 
 
 class ValueNotStorable(DatabaseError):

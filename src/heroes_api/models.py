@@ -30,3 +30,22 @@ class Hero(HeroBase, table=True):
     # 1 for a new hero, one more on every change: the ETag's validator (migration 0002). The
     # database default also covers inserts by code that predates the column (rolling deploys).
     version: int = Field(default=1, sa_column_kwargs={"server_default": text("1")})
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """The answer a keyed write got (``Idempotency-Key``), stored in the write's own transaction:
+    a crash before COMMIT leaves neither, a crash after leaves both (migration 0004)."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_created", "created"),)
+
+    # Whose key: a digest of the API key that sent it, or "" when the service has no keys.
+    scope: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    # SHA-256 of the request (method, route, hero id, validated body): a reuse must match it.
+    fingerprint: str = Field(max_length=64)
+    status: int
+    body: bytes
+    etag: str | None = Field(default=None, max_length=64)
+    # Seconds since the epoch when the answer was stored; HEROES_IDEMPOTENCY_TTL counts from it.
+    created: float

@@ -12,10 +12,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from heroes_api.errors import ErrorDetail
+from heroes_api.heroes import idempotency
 from heroes_api.heroes.etags import MAX_TAGS, TAGS_PATTERN, etag, is_not_modified, versions_to_match
 from heroes_api.heroes.repository import HeroRow, Page, VersionedRow
 from heroes_api.heroes.schemas import Age, HeroCreate, HeroPublic, HeroUpdate, Text
-from heroes_api.heroes.service import HeroService
+from heroes_api.heroes.service import Answer, HeroService
 from heroes_api.models import INT32_MAX, INT32_MIN, INT64_MAX
 from heroes_api.responses import RenderedJSON
 from heroes_api.state import app_state
@@ -94,7 +95,9 @@ def _precondition(request: Request, name: str) -> str | None:
     raise RequestValidationError([error])
 
 
-def _tagged(found: VersionedRow) -> RenderedJSON:
+def _tagged(found: VersionedRow | Answer) -> Response:
+    if isinstance(found, Answer):
+        return idempotency.sent(found)
     return RenderedJSON(found.hero, etag=etag(found.hero["id"], found.version))
 
 
@@ -129,10 +132,17 @@ def _next_page(request: Request, page: Page, heroes: list[HeroRow]) -> dict[str,
     return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
 
 
-@hero_writes.post("/", response_model=HeroPublic, responses=WITH_ETAG, summary="Create a hero")
-async def create_hero(service: HeroServiceDep, hero: HeroCreate) -> RenderedJSON:
+@hero_writes.post(
+    "/",
+    response_model=HeroPublic,
+    responses={**WITH_ETAG, **idempotency.RESPONSES},
+    summary="Create a hero",
+    openapi_extra={"parameters": [idempotency.PARAMETER]},
+)
+async def create_hero(request: Request, service: HeroServiceDep, hero: HeroCreate) -> Response:
     """Store a new hero; a client-sent ``id`` is ignored."""
-    return _tagged(await service.create(hero))
+    key = idempotency.request_key(request, "POST /heroes/", hero.model_dump())
+    return _tagged(await service.create(hero, key))
 
 
 @hero_reads.get(
@@ -199,28 +209,33 @@ async def read_hero(request: Request, service: HeroServiceDep, hero_id: HeroId) 
 @hero_writes.patch(
     "/{hero_id}",
     response_model=HeroPublic,
-    responses={**CONDITIONAL, **WITH_ETAG},
+    responses={**CONDITIONAL, **WITH_ETAG, **idempotency.RESPONSES},
     summary="Update a hero",
-    openapi_extra={"parameters": [IF_MATCH]},
+    openapi_extra={"parameters": [IF_MATCH, idempotency.PARAMETER]},
 )
 async def update_hero(
     request: Request, service: HeroServiceDep, hero_id: HeroId, hero: HeroUpdate
-) -> RenderedJSON:
+) -> Response:
     """Change only the fields sent; ``age`` may be set to null. With ``If-Match``, only if the
     hero is still at that ETag (else 412, and nothing changes)."""
     versions = versions_to_match(_precondition(request, "if-match"), hero_id)
-    return _tagged(await service.update(hero_id, hero, versions))
+    changes = hero.model_dump(exclude_unset=True)
+    key = idempotency.request_key(request, f"PATCH /heroes/{hero_id}", changes)
+    return _tagged(await service.update(hero_id, hero, versions, key))
 
 
 @hero_writes.delete(
     "/{hero_id}",
-    responses=CONDITIONAL,
+    response_model=dict[str, bool],
+    responses={**CONDITIONAL, **idempotency.RESPONSES},
     summary="Delete a hero",
-    openapi_extra={"parameters": [IF_MATCH]},
+    openapi_extra={"parameters": [IF_MATCH, idempotency.PARAMETER]},
 )
 async def delete_hero(
     request: Request, service: HeroServiceDep, hero_id: HeroId
-) -> dict[str, bool]:
+) -> dict[str, bool] | Response:
     """With ``If-Match``, only if the hero is still at that ETag (else 412)."""
-    await service.delete(hero_id, versions_to_match(_precondition(request, "if-match"), hero_id))
-    return {"ok": True}
+    versions = versions_to_match(_precondition(request, "if-match"), hero_id)
+    key = idempotency.request_key(request, f"DELETE /heroes/{hero_id}")
+    answer = await service.delete(hero_id, versions, key)
+    return {"ok": True} if answer is None else idempotency.sent(answer)

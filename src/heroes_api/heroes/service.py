@@ -7,14 +7,25 @@ is acknowledged only after the commit that holds it. With batching off, each req
 same queries as a batch of one, in a session of its own.
 """
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+
+from pydantic_core import to_json
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.batching import Batcher, BatchStats, RunBatch
 from heroes_api.db import SessionMaker, translate_errors
 from heroes_api.errors import DatabaseUnavailable
 from heroes_api.heroes import repository
-from heroes_api.heroes.errors import HeroNotFound, PreconditionFailed
+from heroes_api.heroes.errors import (
+    HeroNotFound,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    PreconditionFailed,
+)
+from heroes_api.heroes.etags import etag
 from heroes_api.heroes.repository import (
     Create,
     Delete,
@@ -23,9 +34,31 @@ from heroes_api.heroes.repository import (
     Update,
     VersionedRow,
     Write,
-    WriteResult,
+    keys,
 )
+from heroes_api.heroes.repository.keys import KeyId, RequestKey, StoredAnswer
 from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
+
+# Expired keys are deleted in the write transactions, at most this many at a time, at most once
+# every PURGE_EVERY seconds: steady traffic keeps the table at about a TTL's worth of keys.
+PURGE_LIMIT = 1000
+PURGE_EVERY = 60.0
+DELETED = to_json({"ok": True})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A keyed write's answer, exactly as sent the first time; ``replayed`` for a repeat."""
+
+    status: int
+    body: bytes
+    etag: str | None
+    replayed: bool = False
+
+
+# What a write comes to for its caller: the hero (None: not found) or, for a keyed write, the
+# answer to send.
+Written = VersionedRow | Answer | None
 
 
 class HeroService:
@@ -36,12 +69,18 @@ class HeroService:
         *,
         batching: bool,
         max_batch: int,
+        idempotency_ttl: float = 86_400.0,
         batch_observer: Callable[[str], Callable[[int], None]] | None = None,
     ) -> None:
         """``batch_observer(name)`` gives the callback that each batcher calls with its batch
-        sizes (metrics); with batching off there are no batches to observe."""
+        sizes (metrics); with batching off there are no batches to observe. A stored
+        ``Idempotency-Key`` answer counts for ``idempotency_ttl`` seconds."""
         self._read_sessions = read_sessions
         self._write_sessions = write_sessions
+        self.idempotency_ttl = idempotency_ttl
+        # Seconds since the epoch: when keys were stored and when they expire (tests drive it).
+        self.clock: Callable[[], float] = time.time
+        self._purged_at = float("-inf")
 
         def batcher(run: RunBatch[Any, Any], name: str) -> Batcher[Any, Any]:
             # Off: every call runs its own batch of one, with no queue in front of it.
@@ -50,31 +89,44 @@ class HeroService:
 
         self._reads: Batcher[int, VersionedRow | None] = batcher(self._read_batch, "reads")
         self._pages: Batcher[Page, list[HeroRow]] = batcher(self._page_batch, "pages")
-        self._writes: Batcher[Write, VersionedRow | None] = batcher(self._write_batch, "writes")
+        self._writes: Batcher[Write, Written] = batcher(self._write_batch, "writes")
 
     async def page(self, page: Page) -> list[HeroRow]:
         return await self._pages(page)
 
     async def get(self, hero_id: int) -> VersionedRow:
-        return _or_not_found(await self._reads(hero_id))
+        if (found := await self._reads(hero_id)) is None:
+            raise HeroNotFound
+        return found
 
-    async def create(self, hero_in: HeroCreate) -> VersionedRow:
-        return _or_not_found(await self._writes(Create(hero_in)))
+    async def create(
+        self, hero_in: HeroCreate, key: RequestKey | None = None
+    ) -> VersionedRow | Answer:
+        """The new hero; with an ``Idempotency-Key``, the answer to send (see ``Answer``)."""
+        return _or_not_found(await self._writes(Create(hero_in, key)))
 
     async def update(
-        self, hero_id: int, hero_in: HeroUpdate, versions: frozenset[int] | None = None
-    ) -> VersionedRow:
+        self,
+        hero_id: int,
+        hero_in: HeroUpdate,
+        versions: frozenset[int] | None = None,
+        key: RequestKey | None = None,
+    ) -> VersionedRow | Answer:
         """``versions``: what ``If-Match`` allows the hero to be at (None: any)."""
         changes = hero_in.model_dump(exclude_unset=True)
-        if not changes:  # nothing to write: a read, still under the precondition
+        if not changes:  # nothing to write (nor to store): a read, still under the precondition
             found = await self.get(hero_id)
             if versions is not None and found.version not in versions:
                 raise PreconditionFailed
             return found
-        return _or_not_found(await self._writes(Update(hero_id, changes, versions)))
+        return _or_not_found(await self._writes(Update(hero_id, changes, versions, key)))
 
-    async def delete(self, hero_id: int, versions: frozenset[int] | None = None) -> None:
-        _or_not_found(await self._writes(Delete(hero_id, versions)))
+    async def delete(
+        self, hero_id: int, versions: frozenset[int] | None = None, key: RequestKey | None = None
+    ) -> Answer | None:
+        """None; with an ``Idempotency-Key``, the answer to send."""
+        deleted = _or_not_found(await self._writes(Delete(hero_id, versions, key)))
+        return deleted if isinstance(deleted, Answer) else None
 
     def batch_stats(self) -> dict[str, BatchStats]:
         """Each batcher's counters (none with batching off): the benchmark and tests read them."""
@@ -101,41 +153,96 @@ class HeroService:
         heroes = dict(zip(distinct, found, strict=True))
         return [heroes[page] for page in pages]
 
-    async def _write_batch(
-        self, writes: Sequence[Write]
-    ) -> Sequence[VersionedRow | Exception | None]:
+    async def _write_batch(self, writes: Sequence[Write]) -> Sequence[Written | Exception]:
         """One transaction for the whole batch; each write gets its hero, None (404), or an
         error of its own (``PreconditionFailed``, 412, which the batcher raises to that caller
         alone). If a statement in it fails (a value the database refuses, a deadlock with
-        another process), nothing was committed: each write is replayed in a transaction of its
-        own, so only the write at fault gets the error. A database that cannot be reached fails
-        them all at once; so does a failed COMMIT, whose outcome is unknown and must not be
-        replayed."""
+        another process, a key another transaction holds), nothing was committed: each write is
+        replayed in a transaction of its own, so only the write at fault gets the error. A
+        database that cannot be reached fails them all at once; so does a failed COMMIT, whose
+        outcome is unknown and must not be replayed.
+
+        Writes with the same ``Idempotency-Key`` in one batch are settled before any SQL: the
+        first runs, and the others get its answer (or 422 if they asked for something else)."""
+        firsts, repeats = _same_keys(writes)
+        if repeats:
+            ran = await self._write_batch([writes[i] for i in firsts])
+            results = dict(zip(firsts, ran, strict=True))
+            for i, first in repeats.items():
+                results[i] = _repeat(writes[i], writes[first], results[first])
+            return [results[i] for i in range(len(writes))]
         try:
             return await self._commit(writes)
         except _StatementFailed as failed:
-            if len(writes) == 1 or not is_replayable(failed.error):
+            taken = isinstance(failed.error, _KeyTaken)
+            if not taken and (len(writes) == 1 or not is_replayable(failed.error)):
                 raise failed.error from failed.error.__cause__  # the driver's error, for the log
         return [await self._write_alone(write) for write in writes]
 
-    async def _write_alone(self, write: Write) -> VersionedRow | Exception | None:
+    async def _write_alone(self, write: Write) -> Written | Exception:
         try:
             (found,) = await self._commit((write,))
         except _StatementFailed as failed:
-            return failed.error
+            # Still held by another transaction: in flight elsewhere, come back shortly.
+            return IdempotencyKeyInFlight() if isinstance(failed.error, _KeyTaken) else failed.error
         except Exception as exc:
             return exc
         return found
 
-    async def _commit(self, writes: Sequence[Write]) -> Sequence[WriteResult]:
+    async def _commit(self, writes: Sequence[Write]) -> Sequence[Written | Exception]:
         with translate_errors():
             async with self._write_sessions() as session:
                 try:
                     with translate_errors():
-                        results = await repository.apply_writes(session, writes)
+                        results = await self._apply(session, writes)
                 except Exception as exc:
                     raise _StatementFailed(exc) from exc  # rolled back when the session closes
                 await session.commit()
+        return results
+
+    async def _apply(
+        self, session: AsyncSession, writes: Sequence[Write]
+    ) -> Sequence[Written | Exception]:
+        """The batch's statements: the hero writes, and for keyed writes the stored answers,
+        read before and written after, in the same transaction."""
+        keyed = [write.key for write in writes if write.key is not None]
+        if not keyed:
+            return await repository.apply_writes(session, writes)
+        now = self.clock()
+        stored = await keys.find(session, [key.id for key in keyed])
+        results: list[Written | Exception] = [None] * len(writes)
+        fresh: list[int] = []  # the writes to run
+        expired: list[KeyId] = []
+        for i, write in enumerate(writes):
+            key = write.key
+            answer = stored.get(key.id) if key else None
+            if key is None or answer is None:
+                fresh.append(i)
+            elif answer.created <= now - self.idempotency_ttl:  # as if never used
+                expired.append(key.id)
+                fresh.append(i)
+            elif answer.fingerprint != key.fingerprint:
+                results[i] = IdempotencyKeyReused()
+            else:
+                results[i] = Answer(answer.status, answer.body, answer.etag, replayed=True)
+        if expired:
+            await keys.forget(session, expired)
+        written = await repository.apply_writes(session, [writes[i] for i in fresh])
+        new: list[tuple[KeyId, StoredAnswer]] = []
+        for i, result in zip(fresh, written, strict=True):
+            key = writes[i].key
+            if key is None or not isinstance(result, VersionedRow):  # only successes are stored
+                results[i] = result
+                continue
+            results[i] = sent = _answer(writes[i], result)
+            new.append(
+                (key.id, StoredAnswer(key.fingerprint, sent.status, sent.body, sent.etag, now))
+            )
+        if new and await keys.store(session, new):
+            raise _KeyTaken
+        if now - self._purged_at >= PURGE_EVERY:
+            self._purged_at = now
+            await keys.purge(session, now - self.idempotency_ttl, PURGE_LIMIT)
         return results
 
 
@@ -146,6 +253,40 @@ class _StatementFailed(Exception):
         self.error = error
 
 
+class _KeyTaken(Exception):
+    """A key this batch was about to store is held by another transaction, now committed."""
+
+
+def _same_keys(writes: Sequence[Write]) -> tuple[list[int], dict[int, int]]:
+    """The writes to run (each key's first), and each repeat of a key mapped to its first."""
+    firsts: list[int] = []
+    repeats: dict[int, int] = {}
+    seen: dict[KeyId, int] = {}
+    for i, write in enumerate(writes):
+        if write.key is not None:
+            first = seen.setdefault(write.key.id, i)
+            if first != i:
+                repeats[i] = first
+                continue
+        firsts.append(i)
+    return firsts, repeats
+
+
+def _repeat(write: Write, first: Write, result: Written | Exception) -> Written | Exception:
+    """What a repeat of a key gets from the key's first write in its batch: the first's answer,
+    replayed; its failure (which stored nothing); or 422 if the two asked for different things."""
+    if write.key is None or first.key is None or write.key.fingerprint != first.key.fingerprint:
+        return IdempotencyKeyReused()
+    return replace(result, replayed=True) if isinstance(result, Answer) else result
+
+
+def _answer(write: Write, hero: VersionedRow) -> Answer:
+    """The answer a successful keyed write sends, and stores for its repeats."""
+    if isinstance(write, Delete):
+        return Answer(200, DELETED, None)
+    return Answer(200, to_json(hero.hero), etag(hero.hero["id"], hero.version))
+
+
 def is_replayable(error: Exception) -> bool:
     """Whether a batch that failed before its COMMIT is worth replaying write by write: yes when
     its transaction was undone for a reason of one write's own (a value the database refused, a
@@ -154,7 +295,7 @@ def is_replayable(error: Exception) -> bool:
     return not isinstance(error, DatabaseUnavailable)
 
 
-def _or_not_found(hero: VersionedRow | None) -> VersionedRow:
+def _or_not_found(hero: VersionedRow | Answer | None) -> VersionedRow | Answer:
     if hero is None:
         raise HeroNotFound
     return hero

@@ -21,6 +21,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.heroes.errors import PreconditionFailed
+from heroes_api.heroes.repository.keys import RequestKey
 from heroes_api.heroes.repository.rows import (
     HERO,
     VERSIONED_COLUMNS,
@@ -37,6 +38,8 @@ MAX_PARAMETERS = 30_000
 @dataclass(frozen=True, slots=True)
 class Create:
     hero: HeroCreate
+    # Idempotency-Key: read by the service, which answers a repeat from the stored answer.
+    key: RequestKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +48,14 @@ class Update:
     changes: dict[str, Any]
     # The versions the hero must be at for the write to happen (If-Match); None: any.
     versions: frozenset[int] | None = None
+    key: RequestKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     hero_id: int
     versions: frozenset[int] | None = None
+    key: RequestKey | None = None
 
 
 Write = Create | Update | Delete
