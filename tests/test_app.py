@@ -207,4 +207,4 @@ def test_openapi_documents_the_contract() -> None:
         "pattern": "^[^\\x00]*$",
         "title": "Name",
     }
-    assert SCHEMA_REVISION == "0003"
+    assert SCHEMA_REVISION == "0004"

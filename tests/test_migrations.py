@@ -40,7 +40,7 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     url = empty_database_url
     migrate(url)
     schema = inspect_database(url, describe_schema)
-    assert {"hero", "alembic_version"} <= schema["tables"]
+    assert {"hero", "alembic_version", "idempotency_key"} <= schema["tables"]
     assert schema["indexes"] == {
         "ix_hero_name": (["name"], False),
         "ix_hero_age": (["age", "name"], False),
@@ -50,6 +50,9 @@ def test_upgrade_downgrade_upgrade(empty_database_url: str) -> None:
     assert schema["columns"]["age"][1] is True
     assert schema["columns"]["name"][1] is False
     assert schema["primary_key"] == ["id"]
+
+    command.downgrade(alembic_config(url), "0003")
+    assert "idempotency_key" not in inspect_database(url, describe_schema)["tables"]
 
     command.downgrade(alembic_config(url), "0002")
     assert inspect_database(url, describe_schema)["indexes"]["ix_hero_age"] == (["age"], False)

@@ -69,9 +69,10 @@ def _public_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def _answer(error: AppError) -> JSONResponse:
-    return JSONResponse(
-        {"detail": error.detail}, status_code=error.status_code, headers=error.headers
-    )
+    headers = error.headers
+    if error.retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(error.retry_after)}
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

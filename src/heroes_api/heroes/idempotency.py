@@ -23,7 +23,7 @@ from heroes_api.state import app_state
 HEADER = "Idempotency-Key"
 _RAW = HEADER.lower().encode("latin-1")
 # 1 to 255 visible ASCII characters, bare or as the draft's quoted string ("abc" is abc).
-_BARE = re.compile(r"[!-~]{1,255}")
+_BARE = re.compile(r"[!#-~]{1,255}")  # no double quote
 _QUOTED = re.compile(r'"([!#-\[\]-~]{1,255})"')
 MUST = "must be 1 to 255 visible ASCII characters, bare or in double quotes, sent once"
 
@@ -43,7 +43,12 @@ PARAMETER = {
     "name": HEADER,
     "in": "header",
     "description": POLICY,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 257, "pattern": r"^[!-~]+$"},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 257,
+        "pattern": r'^(?:[!#-~]{1,255}|"[!#-\[\]-~]{1,255}")$',
+    },
 }
 RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {
@@ -76,8 +81,9 @@ def request_key(request: Request, target: str, body: Any = None) -> RequestKey |
     if not values:
         return None
     text = values[0].decode("latin-1")
-    key = quoted[1] if (quoted := _QUOTED.fullmatch(text)) else text
-    if len(values) > 1 or not _BARE.fullmatch(key):
+    quoted = _QUOTED.fullmatch(text)
+    key = quoted[1] if quoted else text
+    if len(values) > 1 or not (quoted or _BARE.fullmatch(key)):
         error = {"type": "value_error", "loc": ("header", HEADER), "msg": f"{HEADER} {MUST}"}
         raise RequestValidationError([error])
     fingerprint = hashlib.sha256(target.encode() + b"\0" + to_json(body)).hexdigest()
