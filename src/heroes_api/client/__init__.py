@@ -4,6 +4,7 @@ Needs only httpx and pydantic: nothing here imports the service (FastAPI, SQLAlc
 database drivers) or another heroes_api module.
 """
 
+from heroes_api.client.answers import Hero
 from heroes_api.client.errors import (
     Conflict,
     HeroesError,
@@ -15,7 +16,7 @@ from heroes_api.client.errors import (
     UnexpectedResponse,
     ValidationFailed,
 )
-from heroes_api.client.heroes import Hero, HeroChanges, HeroesClient
+from heroes_api.client.heroes import HeroChanges, HeroesClient
 
 __all__ = [
     "Conflict",

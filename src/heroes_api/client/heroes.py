@@ -9,29 +9,16 @@ from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from heroes_api.client import consistency
+from heroes_api.client import answers, consistency
+from heroes_api.client.answers import Hero
 from heroes_api.client.errors import (
     HeroesError,
     PreconditionFailed,
     Unavailable,
     error_for,
-    unexpected,
 )
 from heroes_api.client.retries import RETRY_STATUSES, Backoff, retry_after, retryable
-
-
-class Hero(BaseModel):
-    """A hero as the service shows it (never its secret name). ``etag`` is the answer's
-    ``ETag``: single-hero reads and writes carry one, list pages do not."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    name: str
-    age: int | None
-    etag: str | None = None
 
 
 class HeroChanges(TypedDict, total=False):
@@ -116,12 +103,12 @@ class HeroesClient:
         return self._token
 
     async def create(self, *, name: str, secret_name: str, age: int | None = None) -> Hero:
-        hero = {"name": name, "secret_name": secret_name, "age": age}
-        return _hero(await self._write("POST", self._url("heroes/"), hero))
+        body = {"name": name, "secret_name": secret_name, "age": age}
+        return answers.hero(await self._write("POST", self._url("heroes/"), body))
 
     async def get(self, hero_id: int, /) -> Hero:
         """The hero; ``NotFound`` if there is none."""
-        return _hero(await self._send("GET", self._url(f"heroes/{hero_id:d}")))
+        return answers.hero(await self._send("GET", self._url(f"heroes/{hero_id:d}")))
 
     async def update(
         self,
@@ -138,7 +125,7 @@ class HeroesClient:
         if unknown:
             raise TypeError(f"update() got unknown field(s): {', '.join(sorted(unknown))}")
         url = self._url(f"heroes/{hero_id:d}")
-        return _hero(await self._write("PATCH", url, dict(changes), if_match))
+        return answers.hero(await self._write("PATCH", url, dict(changes), if_match))
 
     async def delete(self, hero_id: int, /, *, if_match: str | Hero | None = None) -> None:
         await self._write("DELETE", self._url(f"heroes/{hero_id:d}"), None, if_match)
@@ -173,9 +160,9 @@ class HeroesClient:
         url: httpx.URL | None = self._url("heroes/").copy_merge_params(params)
         while url is not None:
             response = await self._send("GET", url)
-            for hero in _page(response):
+            for hero in answers.page(response):
                 yield hero
-            url = _next_page(response)
+            url = answers.next_page(response)
 
     def _url(self, path: str) -> httpx.URL:
         return self._base.join(path)
@@ -232,43 +219,3 @@ def _etag(if_match: str | Hero) -> str:
     if if_match.etag is None:
         raise ValueError("this Hero has no ETag (list pages carry none): get() it first")
     return if_match.etag
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError as error:
-        raise unexpected(response, "the answer is not JSON") from error
-
-
-def _hero(response: httpx.Response) -> Hero:
-    body = _json(response)
-    if not isinstance(body, dict):
-        raise unexpected(response, "the answer is not a hero")
-    try:
-        return Hero.model_validate({**body, "etag": response.headers.get("ETag")})
-    except ValidationError as error:
-        raise unexpected(response, "the answer is not a hero") from error
-
-
-def _page(response: httpx.Response) -> list[Hero]:
-    body = _json(response)
-    try:
-        return [Hero.model_validate(item) for item in body]
-    except (TypeError, ValidationError) as error:
-        raise unexpected(response, "the answer is not a list of heroes") from error
-
-
-def _next_page(response: httpx.Response) -> httpx.URL | None:
-    """The URL of the page after this one (RFC 8288 ``rel="next"``, resolved against this
-    page's URL), or None. One on another origin is refused: it would be sent the API key."""
-    here = response.request.url
-    for link in response.links.values():
-        if "next" in link.get("rel", "").lower().split():
-            url = here.join(link.get("url", ""))
-            if (url.scheme, url.host, url.port) != (here.scheme, here.host, here.port):
-                raise unexpected(response, f"the next page is on another origin: {url}")
-            if url == here:
-                raise unexpected(response, "the next page is this page")
-            return url
-    return None
