@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -123,6 +124,20 @@ def test_retry_after_reads_seconds_and_http_dates(value: str, seconds: float | N
     assert retry_after(value, NOW) == seconds
 
 
+def test_an_asctime_retry_after_is_gmt_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asctime = datetime.fromtimestamp(NOW + 3, UTC).strftime("%a %b %e %H:%M:%S %Y")
+    monkeypatch.setenv("TZ", "EST5")  # a POSIX zone string: no zoneinfo files needed
+    time.tzset()
+    try:
+        assert time.timezone == 5 * 3600
+        assert retry_after(asctime, NOW) == 3.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_backoff_doubles_up_to_its_cap_with_full_jitter() -> None:
     backoff = Backoff(base=0.1, cap=5.0)
     highest = [backoff.delay(retry, lambda: 1.0, None) for retry in range(9)]
@@ -192,7 +207,7 @@ async def test_transient_statuses_are_retried_then_raised(
 
 
 async def test_a_transient_status_then_success_returns_the_answer() -> None:
-    service = Service(reply(503), reply(502), reply())
+    service = Service(reply(503, {"detail": "busy"}), reply(502, {"detail": "gateway"}), reply())
     async with service.client() as heroes:
         assert await heroes.get(7) == Hero(**HERO)
     assert len(service.requests) == 3
@@ -541,7 +556,10 @@ async def test_list_follows_next_links_until_there_is_none() -> None:
     ],
 )
 async def test_list_refuses_a_next_link_it_must_not_follow(link: str, message: str) -> None:
-    service = Service(reply(body=[HERO], link=link))
+    def followed(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"followed {request.url}")
+
+    service = Service(reply(body=[HERO], link=link), followed)
     async with service.client(api_key="s3cret-key") as heroes:
         with pytest.raises(UnexpectedResponse, match=message):
             [hero async for hero in heroes.list(name="Deadpond", limit=100)]
