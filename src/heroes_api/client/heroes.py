@@ -104,7 +104,7 @@ class HeroesClient:
 
     async def create(self, *, name: str, secret_name: str, age: int | None = None) -> Hero:
         body = {"name": name, "secret_name": secret_name, "age": age}
-        return answers.hero(await self._write("POST", self._url("heroes/"), body))
+        return answers.hero(await self._write("POST", self._url("heroes/"), body, None))
 
     async def get(self, hero_id: int, /) -> Hero:
         """The hero; ``NotFound`` if there is none."""
@@ -168,7 +168,7 @@ class HeroesClient:
         return self._base.join(path)
 
     async def _write(
-        self, method: str, url: httpx.URL, body: dict[str, Any] | None, if_match: Any = None
+        self, method: str, url: httpx.URL, body: dict[str, Any] | None, if_match: str | Hero | None
     ) -> httpx.Response:
         """A write: one Idempotency-Key (an RFC 8941 string, as the draft standard has it)
         for every attempt of this call."""
