@@ -292,6 +292,11 @@ async def test_a_request_that_cannot_be_sent_is_not_retried(
     assert len(service.requests) == 1
 
 
+def test_max_retries_below_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_retries"):
+        HeroesClient(BASE, max_retries=-1)
+
+
 async def test_max_retries_zero_sends_once() -> None:
     service = Service(reply(503))
     async with service.client(max_retries=0) as heroes:
@@ -407,6 +412,10 @@ async def test_an_answer_that_is_not_a_hero_is_unexpected() -> None:
     html = Service(lambda request: httpx.Response(200, text="<html>hello</html>"))
     async with html.client() as heroes:
         with pytest.raises(UnexpectedResponse, match="not JSON"):
+            await heroes.get(7)
+    listed = Service(reply(body=[HERO]))
+    async with listed.client() as heroes:
+        with pytest.raises(UnexpectedResponse, match="not a hero"):
             await heroes.get(7)
     partial = Service(reply(body={"id": 7}))
     async with partial.client() as heroes:
@@ -529,7 +538,7 @@ async def test_list_follows_next_links_until_there_is_none() -> None:
     pages = {
         None: ([{**HERO, "id": 1}, {**HERO, "id": 2}], '</heroes/?limit=2&after_id=2>; rel="next"'),
         "2": ([{**HERO, "id": 3}, {**HERO, "id": 4}], '<?limit=2&after_id=4>; rel="prev next"'),
-        "4": ([{**HERO, "id": 5}], None),
+        "4": ([{**HERO, "id": 5}], '</heroes/?limit=2&after_id=2>; rel="prev"'),
     }
 
     def answer(request: httpx.Request) -> httpx.Response:
