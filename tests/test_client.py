@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from heroes_api.app import create_app
 from heroes_api.client import (
     Conflict,
     Hero,
@@ -33,8 +34,7 @@ from heroes_api.client import (
 )
 from heroes_api.client.retries import Backoff, retry_after
 from heroes_api.config import Settings
-from heroes_api.main import create_app
-from tests.factories import running_client
+from tests.helpers import running_client
 
 BASE = "http://heroes.test"
 HERO = {"id": 7, "name": "Deadpond", "age": 30}

@@ -10,7 +10,8 @@ from typing import Any, Self, TypedDict, Unpack
 
 import httpx
 
-from heroes_api.client import answers, consistency
+import heroes_api.client.answers as answers
+import heroes_api.client.consistency as consistency
 from heroes_api.client.answers import Hero
 from heroes_api.client.errors import (
     HeroesError,
