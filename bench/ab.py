@@ -46,7 +46,7 @@ from bench.run import (
 )
 from bench.servers import ROOT, Server
 
-SCENARIOS = ["point", "create", "patch", "mixed"]
+SCENARIOS = ["point", "create", "create_keyed", "patch", "mixed"]
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:

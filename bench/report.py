@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-SCENARIOS = ["point", "page", "create", "patch", "mixed"]
+SCENARIOS = ["point", "page", "create", "create_keyed", "patch", "mixed"]
 SCALE_SCENARIOS = [
     "point",
     "point_unbatched",
@@ -21,12 +21,13 @@ SCALE_SCENARIOS = [
     "by_name",
     "age_range",
 ]
-# The batchers (HeroStore.batch_stats()) each scenario goes through. One the service does not
+# The batchers (HeroService.batch_stats()) each scenario goes through. One the service does not
 # have (no "pages" before page reads were batched; none with HEROES_BATCHING=false) is skipped.
 BATCHERS: dict[str, tuple[str, ...]] = {
     "point": ("reads",),
     "page": ("pages",),
     "create": ("writes",),
+    "create_keyed": ("writes",),
     "patch": ("writes",),
     "mixed": ("reads", "writes"),
     "page_deep": ("pages",),

@@ -1,6 +1,6 @@
 -- One heroes_api load scenario for wrk, chosen and sized by environment variables that
--- bench/servers.py's run_wrk sets: BENCH_SCENARIO (point, page, create, patch, mixed,
--- page_keyset, by_name, age_range), BENCH_MAX_ID (ids 1..N exist), BENCH_MIN_OFFSET /
+-- bench/servers.py's run_wrk sets: BENCH_SCENARIO (point, page, create, create_keyed, patch,
+-- mixed, page_keyset, by_name, age_range), BENCH_MAX_ID (ids 1..N exist), BENCH_MIN_OFFSET /
 -- BENCH_MAX_OFFSET (page scenario's random offset), BENCH_AGE_MODULUS (hero n's age is
 -- n % modulus; age_range needs it), BENCH_AUTHORIZATION (sent as every request's Authorization
 -- header: API keys). done() prints one line "BENCH_JSON {...}" that run_wrk parses.
@@ -38,11 +38,26 @@ local function page()
   return wrk.format("GET", "/heroes/?offset=" .. math.random(min_offset, max_offset) .. "&limit=100")
 end
 
-local function create()
+local function create_body()
   created = created + 1
-  local body = string.format('{"name":"Bench %d-%d","secret_name":"Secret %d","age":%d}',
+  return string.format('{"name":"Bench %d-%d","secret_name":"Secret %d","age":%d}',
     thread_id, created, created, created % 100)
-  return wrk.format("POST", "/heroes/", json, body)
+end
+
+local function create()
+  return wrk.format("POST", "/heroes/", json, create_body())
+end
+
+-- A create sent with an Idempotency-Key of its own (issue 17): what the key costs.
+local keyed, key_prefix = {}, nil
+local function create_keyed()
+  if key_prefix == nil then
+    key_prefix = string.format("%d-%d-%d", os.time(), thread_id, math.random(1, 1e9))
+    for name, value in pairs(json) do keyed[name] = value end
+  end
+  local body = create_body()
+  keyed["Idempotency-Key"] = key_prefix .. "-" .. created
+  return wrk.format("POST", "/heroes/", keyed, body)
 end
 
 local function patch()
@@ -78,6 +93,7 @@ end
 request = ({
   point = point, page = page, create = create, patch = patch, mixed = mixed,
   page_keyset = page_keyset, by_name = by_name, age_range = age_range,
+  create_keyed = create_keyed,
 })[scenario]
 if request == nil then error("unknown BENCH_SCENARIO " .. scenario) end
 if scenario == "age_range" and age_modulus < 1 then error("age_range needs BENCH_AGE_MODULUS") end
