@@ -172,16 +172,21 @@ class HeroService:
                 results[i] = _repeat(writes[i], writes[first], results[first])
             return [results[i] for i in range(len(writes))]
         try:
-            return await self._commit(writes)
+            return await self._commit(writes, lookup=False)
         except _StatementFailed as failed:
-            taken = isinstance(failed.error, _KeyTaken)
-            if not taken and (len(writes) == 1 or not is_replayable(failed.error)):
-                raise failed.error from failed.error.__cause__  # the driver's error, for the log
+            error = failed.error
+        if isinstance(error, _KeyTaken):  # a key was used before: look the keys up first
+            try:
+                return await self._commit(writes, lookup=True)
+            except _StatementFailed as failed:
+                error = failed.error
+        elif len(writes) == 1 or not is_replayable(error):
+            raise error from error.__cause__  # the driver's error, for the log
         return [await self._write_alone(write) for write in writes]
 
     async def _write_alone(self, write: Write) -> Written | Exception:
         try:
-            (found,) = await self._commit((write,))
+            (found,) = await self._commit((write,), lookup=True)
         except _StatementFailed as failed:
             # Still held by another transaction: in flight elsewhere, come back shortly.
             return IdempotencyKeyInFlight() if isinstance(failed.error, _KeyTaken) else failed.error
@@ -189,27 +194,32 @@ class HeroService:
             return exc
         return found
 
-    async def _commit(self, writes: Sequence[Write]) -> Sequence[Written | Exception]:
+    async def _commit(
+        self, writes: Sequence[Write], *, lookup: bool
+    ) -> Sequence[Written | Exception]:
         with translate_errors():
             async with self._write_sessions() as session:
                 try:
                     with translate_errors():
-                        results = await self._apply(session, writes)
+                        results = await self._apply(session, writes, lookup)
                 except Exception as exc:
                     raise _StatementFailed(exc) from exc  # rolled back when the session closes
                 await session.commit()
         return results
 
     async def _apply(
-        self, session: AsyncSession, writes: Sequence[Write]
+        self, session: AsyncSession, writes: Sequence[Write], lookup: bool
     ) -> Sequence[Written | Exception]:
-        """The batch's statements: the hero writes, and for keyed writes the stored answers,
-        read before and written after, in the same transaction."""
+        """The batch's statements: the hero writes, and for keyed writes their answers, stored
+        in the same transaction. A key is almost always new, so the stored answers are read
+        first only with ``lookup``: the batch's first try stores its keys without looking, and
+        a key that exists already (a repeat, or a write in flight in another process) fails the
+        insert, undoing the batch, which then runs again with ``lookup``."""
         keyed = [write.key for write in writes if write.key is not None]
         if not keyed:
             return await repository.apply_writes(session, writes)
         now = self.clock()
-        stored = await keys.find(session, [key.id for key in keyed])
+        stored = await keys.find(session, [key.id for key in keyed]) if lookup else {}
         results: list[Written | Exception] = [None] * len(writes)
         fresh: list[int] = []  # the writes to run
         expired: list[KeyId] = []
@@ -229,16 +239,21 @@ class HeroService:
             await keys.forget(session, expired)
         written = await repository.apply_writes(session, [writes[i] for i in fresh])
         new: list[tuple[KeyId, StoredAnswer]] = []
+        failed: list[KeyId] = []  # keyed writes that changed nothing: a repeat's hero may be gone
         for i, result in zip(fresh, written, strict=True):
             key = writes[i].key
             if key is None or not isinstance(result, VersionedRow):  # only successes are stored
                 results[i] = result
+                if key is not None and not lookup:
+                    failed.append(key.id)
                 continue
             results[i] = sent = _answer(writes[i], result)
             new.append(
                 (key.id, StoredAnswer(key.fingerprint, sent.status, sent.body, sent.etag, now))
             )
-        if new and await keys.store(session, new):
+        if failed and await keys.find(session, failed):
+            raise _KeyTaken  # look again, first: one of them is a repeat (of a delete, say)
+        if new and not await keys.store(session, new):
             raise _KeyTaken
         if now - self._purged_at >= PURGE_EVERY:
             self._purged_at = now
@@ -254,7 +269,8 @@ class _StatementFailed(Exception):
 
 
 class _KeyTaken(Exception):
-    """A key this batch was about to store is held by another transaction, now committed."""
+    """A key this batch was about to store exists already (or is held by a transaction that
+    has since committed it)."""
 
 
 def _same_keys(writes: Sequence[Write]) -> tuple[list[int], dict[int, int]]:
