@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from heroes_api import __version__, health, metrics
+from heroes_api import __version__, docs, health, metrics
 from heroes_api.config import Settings, get_settings
 from heroes_api.db import make_engine, make_sessionmaker, make_write_engine, schema_problem
 from heroes_api.errors import install_error_handlers
@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="The FastAPI SQL tutorial's heroes, async and migrated.",
         lifespan=lifespan,
+        docs_url=None,  # docs.install serves /docs and /redoc without CDNs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics() if settings.metrics else None
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so it runs first: every response, a 413 included, carries the request id.
     app.add_middleware(Observe, metrics=app.state.metrics, access_log=settings.access_log)
     app.include_router(health.router)
+    docs.install(app)
     if app.state.metrics is not None:
         app.state.metrics.watch_pool(app.state.engine, "main")
         if app.state.write_engine is not app.state.engine:
