@@ -58,6 +58,7 @@ async def test_pages_load_only_local_assets_that_are_served(
         response = await http.get(page)
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/html")
+        assert (await http.head(page)).status_code == 200
         html = response.text
         assert "://" not in html  # no absolute URL anywhere: no CDN, no Google Fonts, no favicon
         urls = references(html)

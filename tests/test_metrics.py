@@ -229,3 +229,11 @@ async def test_a_413_is_counted_under_its_route_declared_or_chunked() -> None:
     assert statuses(samples, "/heroes/") == {("POST", "413"): 2}
     assert statuses(samples, "/heroes/{hero_id}") == {("PATCH", "413"): 1}
     assert statuses(samples, "<unmatched>") == {("POST", "413"): 1}
+
+
+def test_a_request_outside_an_app_is_unmatched() -> None:
+    """The middleware used without a Starlette app around it labels what it cannot match."""
+    from heroes_api.observe import UNMATCHED, route_template
+
+    scope = {"type": "http", "method": "GET", "path": "/docs", "headers": []}
+    assert route_template(scope) == UNMATCHED

@@ -184,6 +184,13 @@ def test_arguments_split_into_the_metrics_directory_and_uvicorns() -> None:
         serve.split_arguments(["--metrics-dir"])
 
 
+def unset_multiproc_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset for this test, and unset again after it (serve() sets it; it must not leak into the
+    tests that follow: it turns prometheus-client's multiprocess mode on)."""
+    monkeypatch.setenv(serve.MULTIPROC_VARIABLE, "")  # recorded as absent, so undone as absent
+    monkeypatch.delenv(serve.MULTIPROC_VARIABLE)
+
+
 def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", ""])
     process.wait()
@@ -193,7 +200,7 @@ def dead_pid() -> int:
 def test_the_server_owns_a_fresh_directory_while_it_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(serve.MULTIPROC_VARIABLE, raising=False)
+    unset_multiproc_dir(monkeypatch)
     root = tmp_path / "metrics"
     alive = root / str(os.getppid())  # another running server's: kept
     stale = root / str(dead_pid())  # a killed server's: removed
@@ -216,7 +223,7 @@ def test_the_server_owns_a_fresh_directory_while_it_runs(
 def test_the_directory_goes_when_uvicorn_fails_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(serve.MULTIPROC_VARIABLE, raising=False)
+    unset_multiproc_dir(monkeypatch)
     leftover = tmp_path / str(os.getpid())  # a dead server's that had this pid before
     leftover.mkdir()
     (leftover / "counter_1.db").write_bytes(b"x")
@@ -231,7 +238,7 @@ def test_the_directory_goes_when_uvicorn_fails_to_start(
 
 
 def test_one_worker_needs_no_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(serve.MULTIPROC_VARIABLE, raising=False)
+    unset_multiproc_dir(monkeypatch)
     seen: list[list[str]] = []
     serve.serve(["app:app", "--port", "1"], seen.append)
     assert seen == [["app:app", "--port", "1"]]
@@ -249,3 +256,18 @@ def test_uvicorn_runs_here_with_its_own_command_line(
     assert exit_info.value.code == 0
     assert "Usage: uvicorn" in capsys.readouterr().out
     assert command_line_host(sys.argv, {}) == "0.0.0.0"
+
+
+def test_a_directory_whose_process_belongs_to_someone_else_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process this user may not signal is still running: its directory stays."""
+
+    def not_permitted(pid: int, sig: int) -> None:
+        raise PermissionError(pid)
+
+    theirs = tmp_path / "4242"
+    theirs.mkdir()
+    monkeypatch.setattr(os, "kill", not_permitted)
+    serve.remove_stale(tmp_path)
+    assert theirs.exists()

@@ -43,6 +43,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
     )
 )
 
+PAGE_METHODS = ["GET", "HEAD"]  # as FastAPI's own pages answer
 router = APIRouter(include_in_schema=False)
 
 
@@ -62,7 +63,7 @@ def _openapi_url(request: Request) -> str:
     return _root(request) + openapi_url
 
 
-@router.get(SWAGGER_UI_PATH, response_class=HTMLResponse)
+@router.api_route(SWAGGER_UI_PATH, methods=PAGE_METHODS, response_class=HTMLResponse)
 async def swagger_ui(request: Request) -> HTMLResponse:
     app: FastAPI = request.app
     assets = _root(request) + ASSETS_PATH
@@ -79,12 +80,12 @@ async def swagger_ui(request: Request) -> HTMLResponse:
     return _self_contained(page)
 
 
-@router.get(OAUTH2_REDIRECT_PATH, response_class=HTMLResponse)
+@router.api_route(OAUTH2_REDIRECT_PATH, methods=PAGE_METHODS, response_class=HTMLResponse)
 async def swagger_ui_oauth2_redirect() -> HTMLResponse:
     return _self_contained(get_swagger_ui_oauth2_redirect_html())
 
 
-@router.get(REDOC_PATH, response_class=HTMLResponse)
+@router.api_route(REDOC_PATH, methods=PAGE_METHODS, response_class=HTMLResponse)
 async def redoc(request: Request) -> HTMLResponse:
     assets = _root(request) + ASSETS_PATH
     page = get_redoc_html(
