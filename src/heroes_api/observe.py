@@ -55,8 +55,8 @@ def route_template(scope: Scope) -> str:
     ``Content-Length``, a CORS preflight) are matched here against the app's routes, first full
     match else first partial one, as the router picks; the label is the ``path_format``
     (``/docs/assets/{path}`` for a mount), as in FastAPI's telemetry. A request that routing
-    saw and matched to nothing (a 404, a redirect to the slash-less path) is ``UNMATCHED``
-    without that search, so unknown paths cost no more than before.
+    saw and matched to nothing (a 404, a redirect that adds or drops a trailing slash) is
+    ``UNMATCHED`` without that search, so unknown paths cost no more than before.
     """
     route = scope.get("route")
     if route is not None:
