@@ -237,3 +237,13 @@ def test_a_request_outside_an_app_is_unmatched() -> None:
 
     scope = {"type": "http", "method": "GET", "path": "/docs", "headers": []}
     assert route_template(scope) == UNMATCHED
+
+
+async def test_a_cors_preflight_is_counted_under_the_route_it_asks_about() -> None:
+    """The CORS middleware answers a preflight before routing; it counts under its route."""
+    app = create_app(Settings(database_url="sqlite://", cors_origins="https://app.example"))
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "PATCH"}
+    async with asgi_client(app) as client:
+        assert (await client.options("/heroes/7", headers=preflight)).status_code == 200
+        samples = await scrape(client)
+    assert statuses(samples, "/heroes/{hero_id}") == {("OPTIONS", "200"): 1}
