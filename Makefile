@@ -13,11 +13,12 @@ WORKERS ?= 1
 KEEP_ALIVE ?= 75
 # Proxies whose X-Forwarded-For / X-Forwarded-Proto uvicorn trusts (comma-separated, or *).
 FORWARDED_ALLOW_IPS ?= 127.0.0.1
-# With WORKERS > 1, where the workers' metrics live (prometheus-client multiprocess mode, which
-# sums them; emptied by `make run`). One worker keeps its metrics in memory: cheaper (see
-# bench/README.md, "Cost of metrics") and just as exact.
+# With WORKERS > 1, the workers' metrics (prometheus-client multiprocess mode, which sums them)
+# live in $(METRICS_DIR)/<pid>, a directory of this server's own (heroes_api.serve makes it at
+# start and removes it at exit), so a second `make run` never touches a running one's. One worker
+# keeps its metrics in memory: cheaper (see bench/README.md, "Cost of metrics") and just as exact.
 METRICS_DIR ?= .metrics
-MULTIPROC_ENV = $(if $(filter-out 1,$(WORKERS)),PROMETHEUS_MULTIPROC_DIR=$(abspath $(METRICS_DIR)))
+SERVE_METRICS = $(if $(filter-out 1,$(WORKERS)),--metrics-dir $(abspath $(METRICS_DIR)))
 
 # The served command's flags, shared by `make run`, the tests (`make serve-flags`) and README.
 SERVE_FLAGS = --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools \
@@ -34,15 +35,19 @@ case " $(SUPPORTED_PYTHONS) " in \
 esac
 endef
 
-.PHONY: install python serve-flags run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
+.PHONY: install install-dev python serve-flags run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
 
+# Two locks: requirements.lock pins what serving needs ([project] dependencies), and
+# requirements-dev.lock adds the dev extra (tests, linters) at the same pins. `make install` and
+# `make run` install the first only; `make test`, `lint` and `format` add the second.
 install: $(VENV)/.installed
+install-dev: $(VENV)/.dev-installed
 
 # The interpreter `make install` builds .venv with, or why none fits.
 python:
 	@$(CHECK_PYTHON)
 
-# Reinstall whenever the lock or the project metadata changes.
+# Reinstall whenever a lock or the project metadata changes.
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || { $(CHECK_PYTHON) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -50,32 +55,40 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# Migrate once, then serve. uvicorn's own access log stays off: the app writes one line per
-# request with the route template and the request id (heroes_api.observe).
+$(VENV)/.dev-installed: requirements-dev.lock $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	touch $@
+
+# Migrate once, then serve. heroes_api.serve runs uvicorn in its own process (exec: make's
+# SIGTERM reaches uvicorn with any number of workers) and owns the metrics directory. uvicorn's own
+# access log stays off: the app writes one line per request with the route template and the
+# request id (heroes_api.observe).
 run: install
 	$(BIN)/alembic upgrade head
-	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
-	$(MULTIPROC_ENV) $(BIN)/uvicorn heroes_api.main:app $(SERVE_FLAGS)
+	exec $(BIN)/python -m heroes_api.serve $(SERVE_METRICS) heroes_api.main:app $(SERVE_FLAGS)
 
 serve-flags:
 	@echo "$(SERVE_FLAGS)"
 
-test: install
+test: install-dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: install
+format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Re-pin every dependency (run after editing pyproject.toml's dependency lists).
+# Re-pin every dependency (run after editing pyproject.toml's dependency lists): the runtime set,
+# then the dev set constrained to the runtime pins, so both locks agree on every shared package.
+PIP_COMPILE = $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
 lock:
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint requirements.lock --output-file requirements-dev.lock pyproject.toml
 
 # Load benchmark (bench/README.md): not part of `make test` or CI. BENCH_QUICK=1 for a short run.
 bench: $(VENV)/.bench-installed bench-wrk

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -41,6 +42,12 @@ def release_env(env: dict[str, str], root: Path) -> dict[str, str]:
     return {**kept, "PYTHONPATH": str(root / "src")}
 
 
+def clean_env(**variables: str) -> dict[str, str]:
+    """An environment with nothing of the developer's in it (no ``HEROES_*``, no ``.env`` file):
+    ``PATH`` and ``variables`` only."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HEROES_ENV_FILE": "", **variables}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -62,14 +69,16 @@ class Server:
         workers: int = 1,
         make_vars: dict[str, str] | None = None,
         root: Path = ROOT,
+        base_env: Mapping[str, str] = os.environ,
     ):
-        """``root``: the source tree to serve (another release's, unpacked elsewhere)."""
+        """``root``: the source tree to serve (another release's, unpacked elsewhere);
+        ``base_env``: the environment to start from (``clean_env()``: none of the developer's)."""
         self.database_url = database_url
         self.root = root
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"uvicorn-{self.port}.log"
-        self.env = {**os.environ, "HEROES_DATABASE_URL": database_url, **(extra_env or {})}
+        self.env = {**base_env, "HEROES_DATABASE_URL": database_url, **(extra_env or {})}
         if workers > 1:
             metrics_dir = log_dir / f"metrics-{self.port}"
             metrics_dir.mkdir()

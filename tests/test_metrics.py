@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.state import app_state
-from tests.helpers import asgi_client, make_hero, requests, running_client, scrape, value
+from tests.helpers import Samples, asgi_client, make_hero, requests, running_client, scrape, value
 
 
 async def test_counters_move_by_exactly_the_requests_made(client: httpx.AsyncClient) -> None:
@@ -148,3 +148,76 @@ async def test_probes_and_metrics_need_no_key_when_reads_do(database_url: str) -
         assert (await client.get("/health")).status_code == 200
         samples = await scrape(client)
     assert requests(samples, "GET", "/heroes/{hero_id}", "401") == 1
+
+
+def statuses(samples: Samples, route: str) -> dict[tuple[str, str], float]:
+    """Requests counted under ``route``, by method and status."""
+    return {
+        (labels["method"], labels["status"]): count
+        for (name, label_set), count in samples.items()
+        if name == "heroes_http_requests_total"
+        and (labels := dict(label_set)).get("route") == route
+    }
+
+
+async def test_docs_openapi_and_assets_are_counted_under_their_routes() -> None:
+    """Routes FastAPI does not label itself (plain Starlette routes such as /openapi.json, the
+    docs' assets mount) get their templates; requests routing matched to nothing stay
+    ``<unmatched>``: a 404 and the redirect to the path with a slash."""
+    app = create_app(Settings(database_url="sqlite://"))  # no database needed: no lifespan
+    async with asgi_client(app) as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.get("/docs/assets/swagger-ui.css")).status_code == 200
+        assert (await client.get("/docs/assets/redoc.standalone.js")).status_code == 200
+        assert (await client.get("/docs/assets/no-such-file.js")).status_code == 404
+        assert (await client.post("/openapi.json")).status_code == 405
+        assert (await client.get("/no/such/route")).status_code == 404
+        assert (await client.get("/heroes")).status_code == 307
+        samples = await scrape(client)
+    for route in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert statuses(samples, route) == {("GET", "200"): 1}, route
+    assert statuses(samples, "/openapi.json") == {("GET", "200"): 1, ("POST", "405"): 1}
+    assert statuses(samples, "/docs/assets/{path}") == {("GET", "200"): 2, ("GET", "404"): 1}
+    assert statuses(samples, "<unmatched>") == {("GET", "404"): 1, ("GET", "307"): 1}
+
+
+async def test_a_413_is_counted_under_its_route_declared_or_chunked() -> None:
+    """A declared Content-Length over the limit is refused before routing, a chunked body while
+    the route reads it: both count under the route the request was for."""
+    limit = 100
+    app = create_app(Settings(database_url="sqlite://", max_body_bytes=limit))
+    body = b'{"name": "x", "secret_name": "y"' + b" " * limit + b"}"
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 10):
+            yield body[start : start + 10]
+
+    json = {"content-type": "application/json"}
+    async with asgi_client(app) as client:
+        assert (await client.post("/heroes/", content=body, headers=json)).status_code == 413
+        assert (await client.post("/heroes/", content=chunked(), headers=json)).status_code == 413
+        assert (await client.patch("/heroes/7", content=body, headers=json)).status_code == 413
+        assert (await client.post("/no/such/route", content=body)).status_code == 413
+        samples = await scrape(client)
+    assert statuses(samples, "/heroes/") == {("POST", "413"): 2}
+    assert statuses(samples, "/heroes/{hero_id}") == {("PATCH", "413"): 1}
+    assert statuses(samples, "<unmatched>") == {("POST", "413"): 1}
+
+
+def test_a_request_outside_an_app_is_unmatched() -> None:
+    """The middleware used without a Starlette app around it labels what it cannot match."""
+    from heroes_api.observe import UNMATCHED, route_template
+
+    scope = {"type": "http", "method": "GET", "path": "/docs", "headers": []}
+    assert route_template(scope) == UNMATCHED
+
+
+async def test_a_cors_preflight_is_counted_under_the_route_it_asks_about() -> None:
+    """The CORS middleware answers a preflight before routing; it counts under its route."""
+    app = create_app(Settings(database_url="sqlite://", cors_origins="https://app.example"))
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "PATCH"}
+    async with asgi_client(app) as client:
+        assert (await client.options("/heroes/7", headers=preflight)).status_code == 200
+        samples = await scrape(client)
+    assert statuses(samples, "/heroes/{hero_id}") == {("OPTIONS", "200"): 1}

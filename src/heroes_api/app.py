@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
-from heroes_api import __version__, health
+from heroes_api import __version__, docs, health
 from heroes_api.auth import key_guard
 from heroes_api.config import Settings, get_settings
 from heroes_api.cors import Cors
@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="The FastAPI SQL tutorial's heroes, async and migrated.",
         lifespan=lifespan,
         middleware=middleware,
+        docs_url=None,  # docs.install serves /docs and /redoc without CDNs
+        redoc_url=None,
     )
     app.state.shared = shared
     install_error_handlers(app, metrics)
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(hero_writes, **guard)
     app.include_router(hero_reads, **(guard if settings.protect_reads else {}))
     app.include_router(health.router)
+    docs.install(app)
     if metrics is not None:
         metrics.watch_pool(engine, "main")
         if write_engine is not engine:

@@ -4,7 +4,7 @@ Per request: take the client's ``X-Request-ID`` when it is sane (1..128 characte
 set), else make one; put it in ``heroes_api.logs.request_id`` (so every log line written while the
 request runs carries it) and on the response, errors and 413s included (this middleware wraps
 the body-size limit). When the answer is done: one access-log line and the request metrics,
-labelled with the route template (``scope["route"]``, set by routing), never the raw path.
+labelled with the route template (``route_template``), never the raw path.
 """
 
 import itertools
@@ -13,6 +13,8 @@ import re
 import secrets
 import time
 
+from fastapi.routing import iter_route_contexts
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heroes_api.logs import access_logger, request_id
@@ -42,6 +44,50 @@ class _Ids:
 
 
 _ids = _Ids()
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route a request was for, once it has been answered.
+
+    FastAPI records the route it hands a request to in ``scope["route"]`` only for its own
+    routes (APIRoute). Plain Starlette routes (``/openapi.json``, FastAPI's docs pages), mounts
+    (the docs' assets) and requests answered before routing (a 413 for a declared
+    ``Content-Length``, a CORS preflight) are matched here against the app's routes, first full
+    match else first partial one, as the router picks; the label is the ``path_format``
+    (``/docs/assets/{path}`` for a mount), as in FastAPI's telemetry. A request that routing
+    saw and matched to nothing (a 404, a redirect that adds or drops a trailing slash) is
+    ``UNMATCHED`` without that search, so unknown paths cost no more than before.
+    """
+    route = scope.get("route")
+    if route is not None:
+        path: str = route.path
+        return path
+    if "router" in scope and "endpoint" not in scope:
+        return UNMATCHED
+    return _matched_template(scope)
+
+
+def _matched_template(scope: Scope) -> str:
+    routes = getattr(scope.get("app"), "routes", None)
+    if routes is None:
+        return UNMATCHED
+    # A mount has moved the scope's root_path to its own prefix; match from the app's root.
+    probe = {
+        "type": scope["type"],
+        "method": scope["method"],
+        "path": scope["path"],
+        "root_path": scope.get("app_root_path", scope.get("root_path", "")),
+        "headers": scope["headers"],
+        "query_string": scope.get("query_string", b""),
+    }
+    partial = None
+    for route in iter_route_contexts(routes):
+        match, _ = route.matches(probe)
+        if match is Match.FULL:
+            return route.path_format or UNMATCHED
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return (partial and partial.path_format) or UNMATCHED
 
 
 def _request_id(scope: Scope) -> str:
@@ -84,8 +130,7 @@ class Observe:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", UNMATCHED)
+            template = route_template(scope)
             method = scope["method"]
             if metrics is not None:
                 metrics.in_flight.dec()
