@@ -22,7 +22,7 @@ SERVE_METRICS = $(if $(filter-out 1,$(WORKERS)),--metrics-dir $(abspath $(METRIC
 
 # The served command's flags, shared by `make run`, the tests (`make serve-flags`) and README.
 SERVE_FLAGS = --host $(HOST) --port $(PORT) --workers $(WORKERS) --loop uvloop --http httptools \
-	--no-access-log --log-config logging.json --timeout-graceful-shutdown 30 \
+	--no-access-log --timeout-graceful-shutdown 30 \
 	--timeout-keep-alive $(KEEP_ALIVE) --proxy-headers --forwarded-allow-ips '$(FORWARDED_ALLOW_IPS)'
 
 # Stops with a message unless $(PYTHON) is a supported version.

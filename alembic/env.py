@@ -1,10 +1,7 @@
 """Alembic environment: async, and pointed at the database the app's settings name."""
 
 import asyncio
-import json
 import logging
-from logging.config import dictConfig
-from pathlib import Path
 from typing import Any, Literal
 
 from alembic import context
@@ -17,12 +14,20 @@ from sqlmodel import AutoString, SQLModel
 import heroes_api.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from heroes_api.compatibility import include_name, record_step
 from heroes_api.config import get_settings, to_async_url
+from heroes_api.logs import configure
+from heroes_api.preflight import PREFIX, file_problem, settings_or_exit
 
 config = context.config
-# The service's logging (logging.json beside alembic.ini, HEROES_LOG_FORMAT): migrations log like
-# the app. Tests that migrate in-process turn it off to keep pytest's own logging.
-if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    dictConfig(json.loads(Path(config.config_file_name).with_name("logging.json").read_text()))
+# An explicit ``sqlalchemy.url`` (set by tools and tests) wins over the app's settings; without
+# one, bad settings (or a SQLite path in a missing directory) end the run with one line.
+if not config.get_main_option("sqlalchemy.url"):
+    settings = settings_or_exit()
+    if problem := file_problem(settings, must_exist=False):
+        raise SystemExit(PREFIX + problem)
+# The service's logging (HEROES_LOG_FORMAT): migrations log like the app. Tests that migrate
+# in-process turn it off to keep pytest's own logging.
+if config.attributes.get("configure_logging", True):
+    configure(settings_or_exit().log_format)
     # The service keeps Alembic quiet (its schema check would log on every /health); a
     # migration says what it runs.
     logging.getLogger("alembic").setLevel(logging.INFO)

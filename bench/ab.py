@@ -65,7 +65,7 @@ def unpack(revision: str) -> Path:
     commit = git("rev-parse", "--short", revision).decode().strip()
     tree = WORK / f"tree-{commit}"
     present = set(git("ls-tree", "--name-only", commit).decode().split())
-    # logging.json: Alembic's env.py and `make run` read it, where the revision has one.
+    # logging.json: older revisions' Alembic env.py and `make run` read it, where there is one.
     wanted = [p for p in ("src", "alembic", "alembic.ini", "logging.json") if p in present]
     archive = git("archive", "--format=tar", commit, *wanted)
     tree.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The access log (one line per request, text or JSON), logging.json for uvicorn and Alembic, and
+"""The access log (one line per request, text or JSON), one logging setup for uvicorn and Alembic, and
 what a log must never hold: a secret_name, an Authorization header, a bound SQL value."""
 
 import json
@@ -76,7 +76,7 @@ def test_json_lines_carry_tracebacks_and_no_request_id_outside_requests() -> Non
     assert "[-] failed" in TextFormatter().format(record)
 
 
-def test_alembic_logs_through_logging_json(tmp_path: Path) -> None:
+def test_alembic_logs_like_the_app(tmp_path: Path) -> None:
     env = {**os.environ, "HEROES_DATABASE_URL": f"sqlite:///{tmp_path}/a.db"}
     env["HEROES_LOG_FORMAT"] = "json"
     done = subprocess.run(

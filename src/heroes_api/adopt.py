@@ -23,7 +23,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from heroes_api.config import get_settings, to_async_url
+from heroes_api.config import Settings, to_async_url
+from heroes_api.preflight import file_problem, settings_or_exit
 
 BASE_REVISION = "0001"
 T = TypeVar("T")
@@ -74,7 +75,9 @@ def _differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
 
 def adopt(config: Config) -> list[str]:
     """Stamp an unmanaged tutorial database at BASE_REVISION; return the problems that stop it."""
-    url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    url = config.get_main_option("sqlalchemy.url") or settings_or_exit().database_url
+    if problem := file_problem(Settings(database_url=url), must_exist=True):
+        return [problem.replace("run `alembic upgrade head` (make run does)", "check the path")]
     revision = inspect_database(url, _current_revision)
     if revision is not None:
         return [f"the database is already managed by Alembic (revision {revision!r})"]

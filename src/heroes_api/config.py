@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Drivers users name in URLs from tutorials and hosting platforms, mapped to the async ones.
@@ -25,6 +25,7 @@ _ASYNC_DRIVERS = {
     "postgresql+psycopg": "postgresql+asyncpg",
 }
 _URL = re.compile(r"(?P<driver>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)", re.DOTALL)
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
 def to_async_url(url: str) -> str:
@@ -158,7 +159,14 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
-        return to_async_url(url)
+        url = to_async_url(url)
+        if not url.startswith(tuple(f"{driver}://" for driver in SUPPORTED_DRIVERS)):
+            scheme = url.partition("://")[0]
+            raise ValueError(
+                f"{scheme!r} is not supported: heroes_api runs on SQLite "
+                "(sqlite:///path/to/heroes.db) or PostgreSQL (postgresql://user@host/db)"
+            )
+        return url
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -188,9 +196,56 @@ class Settings(BaseSettings):
 DEFAULT_ENV_FILE = ".env"
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line per problem, each naming the variable as the user
+    wrote it and where it came from."""
+
+
+def _env_file() -> Path | None:
+    name = os.environ.get("HEROES_ENV_FILE", DEFAULT_ENV_FILE)
+    return Path(name) if name else None
+
+
+def _source(field: str, env_file: Path | None) -> str:
+    """``HEROES_X (from the environment)`` or ``... (from .env)``, spelled as the user did
+    (pydantic-settings matches names case-insensitively)."""
+    wanted = f"HEROES_{field}".upper()
+    for name in os.environ:
+        if name.upper() == wanted:
+            return f"{name} (from the environment)"
+    if env_file is not None and env_file.is_file():
+        for line in env_file.read_text(errors="replace").splitlines():
+            name = line.strip().removeprefix("export ").partition("=")[0].strip()
+            if name.upper() == wanted:
+                return f"{name} (from {env_file})"
+    return wanted
+
+
+def _problems(error: ValidationError, env_file: Path | None) -> list[str]:
+    problems = []
+    for detail in error.errors():
+        message = detail["msg"].removeprefix("Value error, ")
+        if not detail["loc"]:  # a rule between settings: its message names them
+            problems.append(message)
+            continue
+        name = _source(str(detail["loc"][0]), env_file)
+        message = message.removeprefix(f"{name.partition(' ')[0]}: ")  # named once is enough
+        problems.append(f"{name}: {message}")
+    return problems
+
+
+def load_settings() -> Settings:
+    """The environment, then ``.env``, then the defaults; a ``SettingsError`` saying what to fix
+    when a value cannot be used."""
+    env_file = _env_file()
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as error:
+        raise SettingsError("\n".join(_problems(error, env_file))) from None
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The served settings: the environment, then ``.env``, then the defaults. Code that builds
-    ``Settings(...)`` itself (tests, tools) reads only the environment and its arguments."""
-    env_file = os.environ.get("HEROES_ENV_FILE", DEFAULT_ENV_FILE) or None
-    return Settings(_env_file=env_file)
+    """The served settings (``load_settings``, once). Code that builds ``Settings(...)`` itself
+    (tests, tools) reads only the environment and its arguments."""
+    return load_settings()

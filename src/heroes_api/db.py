@@ -20,7 +20,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.compatibility import SCHEMA_REVISION, compatibility_problem, read_chain
 from heroes_api.config import Settings
-from heroes_api.errors import DatabaseError, DatabaseUnavailable, ValueNotStorable, WriteConflict
+from heroes_api.errors import (
+    DatabaseError,
+    DatabaseRefusesWrites,
+    DatabaseUnavailable,
+    ValueNotStorable,
+    WriteConflict,
+)
 
 __all__ = ["SCHEMA_REVISION", "SessionMaker", "schema_problem"]
 
@@ -155,6 +161,8 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57")
 # Raised while talking to the database without a DBAPI error around them: a pool checkout
 # timeout, a refused or reset socket, asyncpg's connect or command timeout.
 _UNREACHABLE = (sa_exc.TimeoutError, OSError, TimeoutError)
+# SQLite result codes that no retry gets past: a read-only file or directory, a full disk.
+_REFUSES_WRITES = ("SQLITE_READONLY", "SQLITE_FULL")
 
 
 def translated(exc: BaseException) -> DatabaseError | None:
@@ -167,6 +175,8 @@ def translated(exc: BaseException) -> DatabaseError | None:
     if not isinstance(exc, sa_exc.DBAPIError):
         return DatabaseUnavailable() if isinstance(exc, _UNREACHABLE) else None
     state = getattr(exc.orig, "sqlstate", None) or ""
+    if str(getattr(exc.orig, "sqlite_errorname", "")).startswith(_REFUSES_WRITES):
+        return DatabaseRefusesWrites()
     if isinstance(exc, sa_exc.DataError) or state.startswith(_DATA_SQLSTATE):
         return ValueNotStorable()
     if state.startswith(_ROLLBACK_SQLSTATE):

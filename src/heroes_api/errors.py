@@ -56,6 +56,17 @@ class WriteConflict(DatabaseError):
     retry_after = 1
 
 
+class DatabaseRefusesWrites(DatabaseError):
+    """The database will not store anything until someone fixes it: a read-only file, a full
+    disk. Not a 503: retrying will not help."""
+
+    status_code = 500
+    detail = (
+        "The database cannot store changes (it is read-only or full): retrying will not help "
+        "until an operator fixes it"
+    )
+
+
 class ValueNotStorable(DatabaseError):
     """The database refused a value that passed validation (say, a character its encoding lacks)."""
 
@@ -97,9 +108,12 @@ def install_error_handlers(app: FastAPI, metrics: Metrics | None) -> None:
     async def app_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
         if isinstance(exc, DatabaseError):
-            # The driver's class only: its message may quote a value from the request.
+            # The driver's class only: its message may quote a value from the request. A
+            # database that refuses every write says why, in words of its own, with no values.
             cause = type(exc.__cause__ or exc).__name__
-            logger.warning("database error answered %d: %s", exc.status_code, cause)
+            own = getattr(exc.__cause__, "orig", exc.__cause__)  # the driver's, not SQLAlchemy's
+            reason = f" ({own})" if isinstance(exc, DatabaseRefusesWrites) else ""
+            logger.warning("database error answered %d: %s%s", exc.status_code, cause, reason)
             if metrics is not None:
                 metrics.count_db_error(cause, exc.status_code)
         return _answer(exc)

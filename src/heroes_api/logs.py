@@ -1,8 +1,8 @@
 """Log lines as text or JSON, each carrying the id of the request that wrote it.
 
-``logging.json`` at the repository root wires these into Python's logging for uvicorn
-(``--log-config logging.json``, as ``make run`` does) and for Alembic (``alembic/env.py``), so the
-app, the server and the migrations log alike. ``HEROES_LOG_FORMAT`` picks the format.
+``configure`` wires these into Python's logging; the served app (``heroes_api.main``) and Alembic
+(``alembic/env.py``) call it, so the app, the server and the migrations log alike, however the
+app is served. ``HEROES_LOG_FORMAT`` picks the format.
 
 Nothing here logs request bodies, headers or SQL parameters: the access line holds the method,
 the route template (``/heroes/{hero_id}``, never the raw path or query), the status, the duration,
@@ -11,10 +11,10 @@ the client address and the request id.
 
 import json
 import logging
+import logging.config
 import time
 from contextvars import ContextVar
-
-from heroes_api.config import get_settings
+from typing import Any
 
 # The id of the request the current task serves ("-" outside any request). The middleware sets
 # it and never resets it: uvicorn runs every request in a task of its own, and the 500 handler
@@ -68,6 +68,40 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
-def formatter() -> logging.Formatter:
-    """The formatter ``HEROES_LOG_FORMAT`` asks for (a ``logging.json`` factory)."""
-    return JsonFormatter() if get_settings().log_format == "json" else TextFormatter()
+def logging_config(log_format: str) -> dict[str, Any]:
+    """The service's logging, for ``logging.config.dictConfig``: every line (the app's, uvicorn's,
+    Alembic's) through one handler, in ``log_format`` (``text`` or ``json``), stamped with the
+    request id. uvicorn's own access log is silenced: the app writes a better one (the route
+    template, the request id), and a request is never logged twice."""
+    formatter = JsonFormatter if log_format == "json" else TextFormatter
+    quiet = {"level": "WARNING"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"heroes": {"()": formatter}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "heroes",
+                "filters": ["request_id"],
+            }
+        },
+        "loggers": {
+            # uvicorn's default configuration gives these handlers of their own and stops them
+            # propagating: here they go to the one handler.
+            "uvicorn": {"level": "INFO", "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "uvicorn.access": {**quiet, "handlers": [], "propagate": True},
+            "sqlalchemy": quiet,
+            # The service keeps Alembic quiet (its schema check would log on every /health);
+            # alembic/env.py lets a migration say what it runs.
+            "alembic": quiet,
+        },
+        "root": {"level": "INFO", "handlers": ["console"]},
+    }
+
+
+def configure(log_format: str) -> None:
+    logging.config.dictConfig(logging_config(log_format))

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import uvicorn
 
+from heroes_api.preflight import settings_or_exit
+from heroes_api.startup import database_or_exit
+
 METRICS_DIR_OPTION = "--metrics-dir"
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -75,4 +78,6 @@ def serve(argv: Sequence[str], run: Callable[[list[str]], None] = run_uvicorn) -
 
 
 if __name__ == "__main__":  # pragma: no cover (tests run it as make run does)
+    # Before uvicorn: with several workers, each would otherwise fail (and be restarted) alone.
+    database_or_exit(settings_or_exit())
     serve(sys.argv[1:])

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.batching import Batcher, BatchStats, RunBatch
 from heroes_api.db import SessionMaker, translate_errors
-from heroes_api.errors import DatabaseUnavailable
+from heroes_api.errors import DatabaseRefusesWrites, DatabaseUnavailable
 from heroes_api.heroes import repository
 from heroes_api.heroes.errors import (
     HeroNotFound,
@@ -307,8 +307,9 @@ def is_replayable(error: Exception) -> bool:
     """Whether a batch that failed before its COMMIT is worth replaying write by write: yes when
     its transaction was undone for a reason of one write's own (a value the database refused, a
     deadlock or serialization failure, a bug in one statement), so that only that write gets the
-    error. Not when the database cannot be reached: every replay would wait and fail again."""
-    return not isinstance(error, DatabaseUnavailable)
+    error. Not when the database cannot be reached or refuses every write: each replay would
+    fail again."""
+    return not isinstance(error, DatabaseUnavailable | DatabaseRefusesWrites)
 
 
 def _or_not_found(hero: VersionedRow | Answer | None) -> VersionedRow | Answer:
