@@ -1,5 +1,5 @@
-"""The access log (one line per request, text or JSON), one logging setup for uvicorn and Alembic, and
-what a log must never hold: a secret_name, an Authorization header, a bound SQL value."""
+"""The access log (one line per request, text or JSON), one logging setup for uvicorn and Alembic,
+and what a log must never hold: a secret_name, an Authorization header, a bound SQL value."""
 
 import json
 import logging
