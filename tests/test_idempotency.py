@@ -203,6 +203,7 @@ class Clock:
 
 async def test_an_expired_key_counts_as_never_used(app: FastAPI, client: httpx.AsyncClient) -> None:
     service = app_state(app).hero_service
+    assert service.idempotency_ttl == app_state(app).settings.idempotency_ttl == 86_400
     service.clock = clock = Clock()
     first = await client.post("/heroes/", json=HERO, headers=keyed("expiring"))
     clock.now += service.idempotency_ttl - 1
@@ -256,3 +257,8 @@ async def test_a_503_carries_retry_after(failing_app: FastAPI) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/fail/dropped")
     assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+
+
+def test_the_ttl_is_a_setting(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, idempotency_ttl=5))
+    assert app_state(app).hero_service.idempotency_ttl == 5

@@ -323,6 +323,16 @@ async def test_simple_requests_from_allowed_and_other_origins(browser: httpx.Asy
     assert created.headers["access-control-allow-origin"] == ORIGIN
     exposed = created.headers["access-control-expose-headers"].lower().split(", ")
     assert {"link", "x-request-id", "etag"} <= set(exposed)  # ETag: for If-Match
+    assert {"idempotent-replayed", "retry-after"} <= set(exposed)  # a page can retry writes
+    preflight = await browser.options(
+        "/heroes/",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "idempotency-key",
+        },
+    )
+    assert preflight.status_code == 200
 
     # Another origin's request is served (CORS binds browsers, not servers), but its answer
     # carries no CORS header, so the browser keeps it from the page.

@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             make_sessionmaker(write_engine),
             batching=settings.batching,
             max_batch=settings.batch_max_size,
+            idempotency_ttl=settings.idempotency_ttl,
             batch_observer=metrics.batch_observer if metrics else None,
         ),
     )

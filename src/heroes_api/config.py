@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # Most requests in one batch. 4096 keeps a batch of creates (3 values a row) and a batch of
     # ids within both SQLite's (32766) and PostgreSQL's (32767) bind-parameter limits.
     batch_max_size: int = Field(default=256, ge=1, le=BATCH_MAX_SIZE_LIMIT)
+    # Seconds a write's stored answer (Idempotency-Key) is kept: a repeat within it is answered
+    # from it; after it, the key counts as never used. Expired keys are purged as writes go on.
+    idempotency_ttl: float = Field(default=24 * 3600.0, gt=0)
     # Largest request body accepted; larger ones get 413 before they are read.
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
     # Log lines as plain text or as one JSON object each (heroes_api.logs, logging.json).

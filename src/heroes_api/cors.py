@@ -20,9 +20,10 @@ class Cors(CORSMiddleware):
                 "Content-Type",
                 "If-Match",
                 "If-None-Match",
+                "Idempotency-Key",
                 "X-Request-ID",
             ],
-            expose_headers=["Link", "X-Request-ID", "ETag"],
+            expose_headers=["Link", "X-Request-ID", "ETag", "Idempotent-Replayed", "Retry-After"],
         )
 
     def preflight_response(self, request_headers: Headers) -> Response:
