@@ -13,6 +13,8 @@ from heroes_api.main import create_app
 from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
 from tests.factories import running_client
 
+# Throwaway PostgreSQL clusters and PgBouncer (tests/pg_cluster.py): pg_primary, pg_pair.
+pytest_plugins = ["tests.pg_fixtures"]
 _skip_reasons: list[str] = []
 # A developer's .env must not reach the tests: no .env for get_settings() here nor in the servers
 # the tests start (they inherit this environment). Tests build their Settings explicitly.
