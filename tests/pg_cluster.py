@@ -175,12 +175,7 @@ class PgServer:
         self._orphans = []
 
     def is_ready(self) -> bool:
-        ready = subprocess.run(
-            [str(_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-            check=False,
-            timeout=STOP_SECONDS,
-        )
-        return ready.returncode == 0
+        return _ready(self.port)
 
     def query(self, sql: str, database: str = "postgres") -> str:
         """Run ``sql`` with psql; its output, unaligned, without headers."""
@@ -421,12 +416,7 @@ class PgBouncer:
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"pgbouncer exited:\n{self.log()}")
-        ready = subprocess.run(
-            [str(_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-            check=False,
-            timeout=STOP_SECONDS,
-        )
-        return ready.returncode == 0
+        return _ready(self.port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -454,6 +444,15 @@ class PgBouncer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _ready(port: int) -> bool:
+    """Whether a server (or PgBouncer) on ``port`` accepts connections (``pg_isready``)."""
+    command = [str(_bindir() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]
+    ready = subprocess.run(
+        [*command, "-U", SERVER_USER, "-d", "postgres"], check=False, timeout=STOP_SECONDS
+    )
+    return ready.returncode == 0
 
 
 def _quoted(value: str | int) -> str:

@@ -8,13 +8,17 @@ error; with the default (prepared statements cached per connection) the same loa
 """
 
 import asyncio
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from heroes_api.config import Settings
+from heroes_api.db import make_engine
 from tests.factories import read_all_heroes
 from tests.isolated_server import isolated_server
 from tests.pg_cluster import PgBouncer, PgCluster
@@ -90,7 +94,8 @@ async def serve_under_load(bouncer: PgBouncer, log_dir: Path, prepared: bool) ->
             await mixed_load(client, outcome)
             clients = await asyncio.to_thread(bouncer.show, "CLIENTS")
             outcome.client_connections = sum(c["application_name"] == "heroes_api" for c in clients)
-            outcome.server_connections = len(await asyncio.to_thread(bouncer.show, "SERVERS"))
+            servers = await asyncio.to_thread(bouncer.show, "SERVERS")
+            outcome.server_connections = sum(s["database"] == "heroes" for s in servers)
             if not prepared:
                 assert await read_all_heroes(client) == outcome.acknowledged
     finally:
@@ -118,3 +123,30 @@ async def test_with_prepared_statements_pgbouncer_transaction_mode_fails(
     print("PgBouncer, HEROES_DB_PREPARED_STATEMENTS=true:", dict(outcome.statuses))
     assert outcome.errors > 0
     assert any(error in outcome.log for error in PREPARED_STATEMENT_ERRORS), outcome.log
+
+
+@pytest.mark.parametrize(
+    ("prepared", "names"),
+    [(False, r"__asyncpg_[0-9a-f-]{36}__"), (True, r"__asyncpg_stmt_[0-9a-f]+__")],
+)
+async def test_each_statement_is_prepared_under_a_unique_name(
+    bouncer: PgBouncer, prepared: bool, names: str
+) -> None:
+    """Without prepared statements, names are UUIDs: asyncpg's are numbered from 1 in every
+    process, so two workers' statements meet on one server connection under the same name."""
+    engine = make_engine(
+        Settings(database_url=bouncer.url("heroes"), db_prepared_statements=prepared)
+    )
+    try:
+        async with engine.begin() as connection:
+            for _ in range(2):
+                await connection.execute(text("SELECT count(*) FROM hero"))
+            prepared_names = (
+                (await connection.execute(text("SELECT name FROM pg_prepared_statements")))
+                .scalars()
+                .all()
+            )
+    finally:
+        await engine.dispose()
+    assert prepared_names
+    assert all(re.fullmatch(names, name) for name in prepared_names), prepared_names
