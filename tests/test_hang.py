@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def frozen_able(postgres_databases: PostgresDatabases) -> Iterator[tuple[FreezingTcpProxy, str]]:
+def freezable(postgres_databases: PostgresDatabases) -> Iterator[tuple[FreezingTcpProxy, str]]:
     """A freezable proxy in front of this test's database, and the URL through it."""
     url = make_url(postgres_databases.create())
     with FreezingTcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
@@ -60,9 +60,9 @@ async def timed(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any)
     ],
 )
 async def test_a_hung_database_is_503_within_seconds_then_recovers(
-    frozen_able: tuple[FreezingTcpProxy, str], ping_after: float
+    freezable: tuple[FreezingTcpProxy, str], ping_after: float
 ) -> None:
-    proxy, url = frozen_able
+    proxy, url = freezable
     app = create_app(Settings(database_url=url, db_pool_ping_after=ping_after))
     async with running_client(app) as client:
         hero = await make_hero(client)
