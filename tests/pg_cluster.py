@@ -157,7 +157,8 @@ class PgServer:
 
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would: no shutdown, no goodbye to clients. Its
-        children (which then exit on their own) are waited for, so nothing outlives the test."""
+        children exit on their own once they notice; ``close()`` waits for them (and kills any
+        that linger), so nothing outlives the test."""
         pid = self.pid
         assert pid is not None, f"{self.name} is not running"
         children = _children(pid)
