@@ -13,6 +13,8 @@ from heroes_api.config import Settings
 from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
 from tests.helpers import failing_app, running_client
 
+# Throwaway PostgreSQL clusters and PgBouncer (tests/pg_cluster.py): pg_primary, pg_pair.
+pytest_plugins = ["tests.pg_fixtures"]
 _skip_reasons: list[str] = []
 # A developer's settings must not reach the tests: neither HEROES_ variables (but the suite's own
 # HEROES_TEST_ ones) nor a .env, here or in the servers the tests start (they inherit this

@@ -24,6 +24,8 @@ from tests.helpers import dbapi_error, pg_error
         (pg_error(asyncpg.CannotConnectNowError), DatabaseUnavailable),  # 57P03, starting up
         (pg_error(asyncpg.AdminShutdownError), DatabaseUnavailable),  # 57P01
         (pg_error(asyncpg.TooManyConnectionsError), DatabaseUnavailable),  # 53300
+        (pg_error(asyncpg.ReadOnlySQLTransactionError), DatabaseUnavailable),  # 25006, a standby
+        (asyncpg.TargetServerAttributeNotMatched("no primary"), DatabaseUnavailable),
         (pg_error(asyncpg.SerializationError), WriteConflict),  # 40001
         (pg_error(asyncpg.DeadlockDetectedError), WriteConflict),  # 40P01
         (dbapi_error(ValueError(), cls=sa_exc.OperationalError), DatabaseUnavailable),  # locked

@@ -128,9 +128,20 @@ class Settings(BaseSettings):
     # checkout. A connection that died within the window fails its batch with a 503 and the pool
     # replaces every connection older than that failure.
     db_pool_ping_after: float = Field(default=1.0, ge=0)
-    # Seconds a single PostgreSQL statement or connection attempt may take before the request fails.
-    db_command_timeout: float = Field(default=10.0, gt=0)
-    db_connect_timeout: float = Field(default=5.0, gt=0)
+    # Seconds a single PostgreSQL statement, or a connection attempt (also a pooled connection's
+    # ping), may take before the request fails with 503. Against a database that hangs (accepts
+    # but never answers) these bound the wait: a request on a connection in use waits the
+    # statement timeout, on a pinged one the ping and a reconnect (2 x connect), on a new one the
+    # connect timeout; 3 s and 2 s make the first 503 come within 4 s, the next in 2 s (were 10 s
+    # and 5 s: 12 s, then 5 s each). One connect timeout covers the whole host list of a
+    # multi-host URL. Raise the statement timeout for slow statements (this service has none).
+    db_command_timeout: float = Field(default=3.0, gt=0)
+    db_connect_timeout: float = Field(default=2.0, gt=0)
+    # false: no prepared statements are cached or reused (asyncpg's statement cache and
+    # SQLAlchemy's asyncpg one off, each statement prepared under a unique name), so the service
+    # runs behind PgBouncer in transaction mode (README, "Scaling out on PostgreSQL"). Ignored on
+    # SQLite. true: statements are prepared once per connection and reused (faster).
+    db_prepared_statements: bool = True
     # Share database round trips between concurrent requests (heroes_api.batching): point reads
     # become one SELECT per batch, writes one transaction per batch. false: one statement each.
     batching: bool = True

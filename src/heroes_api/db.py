@@ -6,16 +6,19 @@ pattern of advanced-alchemy's ``wrap_sqlalchemy_exception``.
 """
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import asyncpg
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import await_only
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.compatibility import SCHEMA_REVISION, compatibility_problem, read_chain
@@ -39,7 +42,13 @@ def make_engine(settings: Settings) -> AsyncEngine:
     pool, pinging connections that sat idle, that serves reads and writes alike."""
     if settings.is_sqlite:
         return _sqlite_engine(settings, connections=settings.sqlite_pool_size)
-    ping_every_checkout = settings.db_pool_pre_ping and not settings.db_pool_ping_after
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout,
+        "command_timeout": settings.db_command_timeout,
+        "server_settings": {"application_name": "heroes_api"},
+    }
+    if not settings.db_prepared_statements:
+        connect_args.update(_UNPREPARED)
     engine = create_async_engine(
         settings.database_url,
         # Error messages and logs never quote bound values: they may be a client's secret_name.
@@ -48,27 +57,45 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_recycle=settings.db_pool_recycle,
-        pool_pre_ping=ping_every_checkout,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "command_timeout": settings.db_command_timeout,
-            "server_settings": {"application_name": "heroes_api"},
-        },
+        connect_args=connect_args,
     )
-    if settings.db_pool_pre_ping and not ping_every_checkout:
-        _ping_when_idle(engine, idle_seconds=settings.db_pool_ping_after)
+    if settings.db_pool_pre_ping:
+        _ping_when_idle(
+            engine, idle_seconds=settings.db_pool_ping_after, timeout=settings.db_connect_timeout
+        )
+    _abort_when_timed_out(engine)
     return engine
 
 
-def _ping_when_idle(engine: AsyncEngine, *, idle_seconds: float) -> None:
-    """``pool_pre_ping`` for connections that sat in the pool for ``idle_seconds`` or more.
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4()}__"
+
+
+# Behind PgBouncer in transaction mode, consecutive transactions of one client connection may run
+# on different server connections: a statement prepared in one may be missing from the next, or
+# its asyncpg-numbered name already taken there. Without prepared statements neither asyncpg nor
+# SQLAlchemy's asyncpg dialect caches any, and each is prepared under a unique name inside the
+# transaction that runs it (SQLAlchemy's "Prepared Statement Name with PGBouncer" recipe).
+_UNPREPARED: dict[str, Any] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unique_statement_name,
+}
+
+
+def _ping_when_idle(engine: AsyncEngine, *, idle_seconds: float, timeout: float) -> None:
+    """``pool_pre_ping`` for connections that sat in the pool for ``idle_seconds`` or more (0:
+    every checkout), with the answer due within ``timeout`` seconds.
 
     SQLAlchemy's pre-ping costs a round trip on every checkout: under load, one per batch, and at
     low load one per request. A connection used a moment ago is almost never dead, so only idle
     ones are pinged; a failed ping raises ``DisconnectionError``, and the pool replaces the
     connection before anyone sees it (SQLAlchemy's "pessimistic disconnect handling" recipe).
+    SQLAlchemy's own ping may wait as long as a statement (``command_timeout``) on a database
+    that hangs, and only then does the pool try to reconnect; this one is a simple-protocol
+    ``;`` (no prepared statement, so PgBouncer's transaction mode is fine) bounded like a
+    connection attempt.
     """
-    dialect = engine.dialect
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _idle_from(_dbapi_connection: Any, record: Any) -> None:
@@ -79,10 +106,27 @@ def _ping_when_idle(engine: AsyncEngine, *, idle_seconds: float) -> None:
         idle_since = record.info.get("idle_since")
         if idle_since is None or time.monotonic() - idle_since < idle_seconds:
             return
+        driver_connection = dbapi_connection.driver_connection
         try:
-            dialect.do_ping(dbapi_connection)
+            await_only(driver_connection.execute(";", timeout=timeout))
         except Exception as exc:
+            driver_connection.terminate()  # no goodbye to a server that did not answer
             raise sa_exc.DisconnectionError("pooled connection failed its ping") from exc
+
+
+def _abort_when_timed_out(engine: AsyncEngine) -> None:
+    """Drop a connection whose statement timed out at once, without a goodbye.
+
+    The pool closes an invalidated asyncpg connection politely: a Terminate message, then up to
+    2 s (fixed in SQLAlchemy) for the server to hang up. A server that let a statement time out
+    is not going to answer that either, and the request that timed out would wait those 2 s
+    more before its 503.
+    """
+
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _abort(dbapi_connection: Any, _record: Any, exception: BaseException | None) -> None:
+        if dbapi_connection is not None and isinstance(exception, TimeoutError):
+            dbapi_connection.driver_connection.terminate()
 
 
 def make_write_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
@@ -154,13 +198,19 @@ async def schema_problem(engine: AsyncEngine) -> str | None:
 
 # SQLSTATE classes: 22 data exception; 40 transaction rollback (deadlock, serialization failure);
 # 08 connection exception, 53 insufficient resources (too many connections), 57 operator
-# intervention (shutdown).
+# intervention (shutdown); 25006: a write sent to a standby (a failover under way).
 _DATA_SQLSTATE = "22"
 _ROLLBACK_SQLSTATE = "40"
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "25006")
 # Raised while talking to the database without a DBAPI error around them: a pool checkout
 # timeout, a refused or reset socket, asyncpg's connect or command timeout.
-_UNREACHABLE = (sa_exc.TimeoutError, OSError, TimeoutError)
+_UNREACHABLE = (
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+    # A multi-host URL whose hosts all answer, none of them a primary (a failover under way).
+    asyncpg.TargetServerAttributeNotMatched,
+)
 # SQLite result codes that no retry gets past: a read-only file or directory, a full disk.
 _REFUSES_WRITES = ("SQLITE_READONLY", "SQLITE_FULL")
 
