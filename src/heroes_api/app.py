@@ -22,6 +22,7 @@ from heroes_api.limits import BodySizeLimit
 from heroes_api.metrics import Metrics, metrics_router
 from heroes_api.observe import Observe
 from heroes_api.open_writes import OpenWritesWarning
+from heroes_api.replicas import Replica
 from heroes_api.state import AppState, app_state
 
 
@@ -40,6 +41,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await shared.hero_service.close()
         await shared.engine.dispose()
         await shared.write_engine.dispose()
+        if shared.read_engine is not None:
+            await shared.read_engine.dispose()
         if shared.metrics is not None:
             shared.metrics.process_exited()
 
@@ -62,10 +65,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics() if settings.metrics else None
     engine = make_engine(settings)
     write_engine = make_write_engine(settings, engine)
+    read_engine, replica = None, None
+    if settings.read_database_url:
+        read_engine = make_engine(settings, settings.read_database_url)
+        replica = Replica(
+            make_sessionmaker(read_engine),
+            fresh_wait=settings.read_fresh_wait,
+            max_lag=settings.read_max_lag,
+            on_lag=metrics.replica_lag.set if metrics else None,
+        )
     shared = AppState(
         settings=settings,
         engine=engine,
         write_engine=write_engine,
+        read_engine=read_engine,
         metrics=metrics,
         hero_service=HeroService(
             make_sessionmaker(engine),
@@ -73,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batching=settings.batching,
             max_batch=settings.batch_max_size,
             idempotency_ttl=settings.idempotency_ttl,
+            replica=replica,
             batch_observer=metrics.batch_observer if metrics else None,
         ),
     )
@@ -102,5 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.watch_pool(engine, "main")
         if write_engine is not engine:
             metrics.watch_pool(write_engine, "writer")
+        if read_engine is not None:
+            metrics.watch_pool(read_engine, "replica")
         app.include_router(metrics_router(metrics))
     return app

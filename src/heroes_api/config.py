@@ -142,6 +142,15 @@ class Settings(BaseSettings):
     # runs behind PgBouncer in transaction mode (README, "Scaling out on PostgreSQL"). Ignored on
     # SQLite. true: statements are prepared once per connection and reused (faster).
     db_prepared_statements: bool = True
+    # A PostgreSQL replica (or a multi-host list of replicas) for point reads and pages; writes,
+    # the reads inside a write batch and /health stay on HEROES_DATABASE_URL. Unset: one database.
+    read_database_url: str | None = None
+    # With a replica: seconds a read carrying a Consistency-Token waits for the replica to replay
+    # past it before reading from the primary instead.
+    read_fresh_wait: float = Field(default=0.05, ge=0)
+    # With a replica: a token-less read goes to the primary when the replica lags more than this
+    # many seconds behind it.
+    read_max_lag: float = Field(default=1.0, gt=0)
     # Share database round trips between concurrent requests (heroes_api.batching): point reads
     # become one SELECT per batch, writes one transaction per batch. false: one statement each.
     batching: bool = True
@@ -182,6 +191,16 @@ class Settings(BaseSettings):
             )
         return url
 
+    @field_validator("read_database_url")
+    @classmethod
+    def _replica(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        url = to_async_url(url)
+        if not url.startswith("postgresql+asyncpg://"):
+            raise ValueError("must be a PostgreSQL URL: read replicas are PostgreSQL's")
+        return url
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _digest_keys(cls, keys: object) -> object:
@@ -198,6 +217,8 @@ class Settings(BaseSettings):
             self.api_keys |= read_key_file(self.api_keys_file)
         if self.protect_reads and not self.api_keys:
             raise ValueError("HEROES_PROTECT_READS needs HEROES_API_KEYS or HEROES_API_KEYS_FILE")
+        if self.read_database_url and self.is_sqlite:
+            raise ValueError("HEROES_READ_DATABASE_URL needs a PostgreSQL HEROES_DATABASE_URL")
         return self
 
     @property

@@ -37,9 +37,10 @@ __all__ = ["SCHEMA_REVISION", "SessionMaker", "schema_problem"]
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
-def make_engine(settings: Settings) -> AsyncEngine:
+def make_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     """The app's engine: SQLite gets WAL, pragmas and a pool of readers; PostgreSQL a sized
-    pool, pinging connections that sat idle, that serves reads and writes alike."""
+    pool, pinging connections that sat idle, that serves reads and writes alike. ``url``: another
+    database on the same terms (a read replica's)."""
     if settings.is_sqlite:
         return _sqlite_engine(settings, connections=settings.sqlite_pool_size)
     connect_args: dict[str, Any] = {
@@ -50,7 +51,7 @@ def make_engine(settings: Settings) -> AsyncEngine:
     if not settings.db_prepared_statements:
         connect_args.update(_UNPREPARED)
     engine = create_async_engine(
-        settings.database_url,
+        url or settings.database_url,
         # Error messages and logs never quote bound values: they may be a client's secret_name.
         hide_parameters=True,
         pool_size=settings.db_pool_size,

@@ -79,6 +79,12 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.replica_lag = Gauge(
+            "heroes_replica_lag_seconds",
+            "How far the read replica's replay trails the primary, as last measured",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:

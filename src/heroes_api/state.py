@@ -20,6 +20,8 @@ class AppState:
     # Reads (and, on PostgreSQL, writes); on SQLite writes have an engine of their own.
     engine: AsyncEngine
     write_engine: AsyncEngine
+    # With HEROES_READ_DATABASE_URL: the replica's (point reads and pages).
+    read_engine: AsyncEngine | None
     metrics: Metrics | None
     hero_service: HeroService
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from heroes_api.errors import ErrorDetail
-from heroes_api.heroes import idempotency
+from heroes_api.heroes import consistency, idempotency
 from heroes_api.heroes.etags import MAX_TAGS, TAGS_PATTERN, etag, is_not_modified, versions_to_match
 from heroes_api.heroes.repository import HeroRow, Page, VersionedRow
 from heroes_api.heroes.schemas import Age, HeroCreate, HeroPublic, HeroUpdate, Text
@@ -52,6 +52,9 @@ ETAG = {
     "schema": {"type": "string"},
 }
 WITH_ETAG: dict[int | str, dict[str, Any]] = {200: {"headers": {"ETag": ETAG}}}
+WRITTEN: dict[int | str, dict[str, Any]] = {
+    200: {"headers": {"ETag": ETAG, **consistency.RESPONSE_HEADER}}
+}
 CONDITIONAL: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
     412: {"model": ErrorDetail, "description": "The hero's ETag no longer matches If-Match"},
@@ -135,14 +138,14 @@ def _next_page(request: Request, page: Page, heroes: list[HeroRow]) -> dict[str,
 @hero_writes.post(
     "/",
     response_model=HeroPublic,
-    responses={**WITH_ETAG, **idempotency.RESPONSES},
+    responses={**WRITTEN, **idempotency.RESPONSES},
     summary="Create a hero",
     openapi_extra={"parameters": [idempotency.PARAMETER]},
 )
 async def create_hero(request: Request, service: HeroServiceDep, hero: HeroCreate) -> Response:
     """Store a new hero; a client-sent ``id`` is ignored."""
     key = idempotency.request_key(request, "POST /heroes/", hero.model_dump())
-    return _tagged(await service.create(hero, key))
+    return consistency.with_token(service, _tagged(await service.create(hero, key)))
 
 
 @hero_reads.get(
@@ -150,6 +153,7 @@ async def create_hero(request: Request, service: HeroServiceDep, hero: HeroCreat
     response_model=list[HeroPublic],
     responses={200: {"headers": {"Link": NEXT_LINK}}},
     summary="List heroes",
+    openapi_extra={"parameters": [consistency.PARAMETER]},
 )
 async def read_heroes(
     request: Request,
@@ -183,7 +187,7 @@ async def read_heroes(
     \f
     Filters are plain query parameters, not a model: that parses 45 µs faster a request."""
     page = _page(offset, limit, name, min_age, max_age, after_id)
-    found = await service.page(page)
+    found = await service.page(page, consistency.read_token(request))
     return RenderedJSON(found, headers=_next_page(request, page, found))
 
 
@@ -196,11 +200,11 @@ async def read_heroes(
         304: {"description": "Not modified: If-None-Match names the hero's current ETag"},
     },
     summary="Read a hero",
-    openapi_extra={"parameters": [IF_NONE_MATCH]},
+    openapi_extra={"parameters": [IF_NONE_MATCH, consistency.PARAMETER]},
 )
 async def read_hero(request: Request, service: HeroServiceDep, hero_id: HeroId) -> Response:
     if_none_match = _precondition(request, "if-none-match")
-    found = await service.get(hero_id)
+    found = await service.get(hero_id, consistency.read_token(request))
     if is_not_modified(if_none_match, hero_id, found.version):
         return Response(status_code=304, headers={"ETag": etag(hero_id, found.version)})
     return _tagged(found)
@@ -209,7 +213,7 @@ async def read_hero(request: Request, service: HeroServiceDep, hero_id: HeroId) 
 @hero_writes.patch(
     "/{hero_id}",
     response_model=HeroPublic,
-    responses={**CONDITIONAL, **WITH_ETAG, **idempotency.RESPONSES},
+    responses={**CONDITIONAL, **WRITTEN, **idempotency.RESPONSES},
     summary="Update a hero",
     openapi_extra={"parameters": [IF_MATCH, idempotency.PARAMETER]},
 )
@@ -221,13 +225,18 @@ async def update_hero(
     versions = versions_to_match(_precondition(request, "if-match"), hero_id)
     changes = hero.model_dump(exclude_unset=True)
     key = idempotency.request_key(request, f"PATCH /heroes/{hero_id}", changes)
-    return _tagged(await service.update(hero_id, hero, versions, key))
+    updated = await service.update(hero_id, hero, versions, key)
+    return consistency.with_token(service, _tagged(updated))
 
 
 @hero_writes.delete(
     "/{hero_id}",
     response_model=dict[str, bool],
-    responses={**CONDITIONAL, **idempotency.RESPONSES},
+    responses={
+        **CONDITIONAL,
+        200: {"headers": consistency.RESPONSE_HEADER},
+        **idempotency.RESPONSES,
+    },
     summary="Delete a hero",
     openapi_extra={"parameters": [IF_MATCH, idempotency.PARAMETER]},
 )
@@ -238,4 +247,5 @@ async def delete_hero(
     versions = versions_to_match(_precondition(request, "if-match"), hero_id)
     key = idempotency.request_key(request, f"DELETE /heroes/{hero_id}")
     answer = await service.delete(hero_id, versions, key)
-    return {"ok": True} if answer is None else idempotency.sent(answer)
+    sent = RenderedJSON({"ok": True}) if answer is None else idempotency.sent(answer)
+    return consistency.with_token(service, sent)

@@ -7,6 +7,7 @@ is acknowledged only after the commit that holds it. With batching off, each req
 same queries as a batch of one, in a session of its own.
 """
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.batching import Batcher, BatchStats, RunBatch
 from heroes_api.db import SessionMaker, translate_errors
-from heroes_api.errors import DatabaseRefusesWrites, DatabaseUnavailable
+from heroes_api.errors import DatabaseError, DatabaseRefusesWrites, DatabaseUnavailable
 from heroes_api.heroes import repository
 from heroes_api.heroes.errors import (
     HeroNotFound,
@@ -38,6 +39,9 @@ from heroes_api.heroes.repository import (
 )
 from heroes_api.heroes.repository.keys import KeyId, RequestKey, StoredAnswer
 from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
+from heroes_api.replicas import Replica, primary_position
+
+logger = logging.getLogger(__name__)
 
 # Expired keys are deleted in the write transactions, at most this many at a time, at most once
 # every PURGE_EVERY seconds: steady traffic keeps the table at about a TTL's worth of keys.
@@ -70,13 +74,17 @@ class HeroService:
         batching: bool,
         max_batch: int,
         idempotency_ttl: float = 86_400.0,
+        replica: Replica | None = None,
         batch_observer: Callable[[str], Callable[[int], None]] | None = None,
     ) -> None:
         """``batch_observer(name)`` gives the callback that each batcher calls with its batch
         sizes (metrics); with batching off there are no batches to observe. A stored
-        ``Idempotency-Key`` answer counts for ``idempotency_ttl`` seconds."""
+        ``Idempotency-Key`` answer counts for ``idempotency_ttl`` seconds. With a ``replica``,
+        point reads and pages go to it when it is fresh enough for them (``heroes_api.replicas``),
+        and reads take a consistency token (a WAL position) that writes hand out."""
         self._read_sessions = read_sessions
         self._write_sessions = write_sessions
+        self._replica = replica
         self.idempotency_ttl = idempotency_ttl
         # Seconds since the epoch: when keys were stored and when they expire (tests drive it).
         self.clock: Callable[[], float] = time.time
@@ -87,17 +95,29 @@ class HeroService:
             observe = batch_observer(name) if batch_observer and batching else None
             return Batcher(run, max_size=max_batch, enabled=batching, on_batch=observe)
 
-        self._reads: Batcher[int, VersionedRow | None] = batcher(self._read_batch, "reads")
-        self._pages: Batcher[Page, list[HeroRow]] = batcher(self._page_batch, "pages")
+        # Without a replica a read is its id (or page); with one, (id or page, token).
+        self._reads: Batcher[Any, VersionedRow | None] = batcher(
+            self._read_batch if replica is None else self._replica_read_batch, "reads"
+        )
+        self._pages: Batcher[Any, list[HeroRow]] = batcher(
+            self._page_batch if replica is None else self._replica_page_batch, "pages"
+        )
         self._writes: Batcher[Write, Written] = batcher(self._write_batch, "writes")
 
-    async def page(self, page: Page) -> list[HeroRow]:
-        return await self._pages(page)
+    async def page(self, page: Page, token: int | None = None) -> list[HeroRow]:
+        """``token``: the position the answer must be at least as new as (a replica's reads)."""
+        return await self._pages(page if self._replica is None else (page, token))
 
-    async def get(self, hero_id: int) -> VersionedRow:
-        if (found := await self._reads(hero_id)) is None:
+    async def get(self, hero_id: int, token: int | None = None) -> VersionedRow:
+        found = await self._reads(hero_id if self._replica is None else (hero_id, token))
+        if found is None:
             raise HeroNotFound
         return found
+
+    def consistency_token(self) -> int | None:
+        """With a replica: a position at least as new as every write this process has
+        acknowledged (positions only grow), for a write's response; None without one."""
+        return None if self._replica is None else self._replica.committed
 
     async def create(
         self, hero_in: HeroCreate, key: RequestKey | None = None
@@ -153,6 +173,44 @@ class HeroService:
         heroes = dict(zip(distinct, found, strict=True))
         return [heroes[page] for page in pages]
 
+    async def _replica_read_batch(
+        self, reads: Sequence[tuple[int, int | None]]
+    ) -> list[VersionedRow | None]:
+        """The reads the replica is fresh enough for from it, the others from the primary."""
+        assert self._replica is not None
+
+        async def query(session: AsyncSession, fresh: list[int]) -> dict[int, VersionedRow]:
+            return await repository.get_heroes(session, {reads[i][0] for i in fresh})
+
+        needs = self._replica.need([token for _, token in reads])
+        fresh, on_replica = await self._replica.read(needs, query)
+        replicated = set(fresh)
+        rest = [hero_id for i, (hero_id, _) in enumerate(reads) if i not in replicated]
+        on_primary = dict(zip(rest, await self._read_batch(rest), strict=True)) if rest else {}
+        return [
+            (on_replica or {}).get(hero_id) if i in replicated else on_primary[hero_id]
+            for i, (hero_id, _) in enumerate(reads)
+        ]
+
+    async def _replica_page_batch(
+        self, reads: Sequence[tuple[Page, int | None]]
+    ) -> list[list[HeroRow]]:
+        assert self._replica is not None
+
+        async def query(session: AsyncSession, fresh: list[int]) -> dict[Page, list[HeroRow]]:
+            distinct = list(dict.fromkeys(reads[i][0] for i in fresh))
+            return dict(zip(distinct, await repository.list_pages(session, distinct), strict=True))
+
+        needs = self._replica.need([token for _, token in reads])
+        fresh, on_replica = await self._replica.read(needs, query)
+        replicated = set(fresh)
+        rest = [page for i, (page, _) in enumerate(reads) if i not in replicated]
+        on_primary = dict(zip(rest, await self._page_batch(rest), strict=True)) if rest else {}
+        return [
+            (on_replica or {})[page] if i in replicated else on_primary[page]
+            for i, (page, _) in enumerate(reads)
+        ]
+
     async def _write_batch(self, writes: Sequence[Write]) -> Sequence[Written | Exception]:
         """One transaction for the whole batch; each write gets its hero, None (404), or an
         error of its own (``PreconditionFailed``, 412, which the batcher raises to that caller
@@ -205,7 +263,22 @@ class HeroService:
                 except Exception as exc:
                     raise _StatementFailed(exc) from exc  # rolled back when the session closes
                 await session.commit()
+                if self._replica is not None:
+                    await self._note_position(session)
         return results
+
+    async def _note_position(self, session: AsyncSession) -> None:
+        """The primary's position after this batch's COMMIT: the consistency token of its
+        responses (and of this process's token-less reads). If it cannot be read, the batch is
+        still acknowledged; its token is then the last one known, and the log says so."""
+        assert self._replica is not None
+        try:
+            with translate_errors():
+                self._replica.note_commit(await primary_position(session))
+        except DatabaseError as error:
+            logger.warning(
+                "no consistency token after a commit: %s", type(error.__cause__).__name__
+            )
 
     async def _apply(
         self, session: AsyncSession, writes: Sequence[Write], lookup: bool
