@@ -18,8 +18,11 @@ from tests.databases import ROOT
 STARTUP_TIMEOUT_SECONDS = 20.0
 
 
-def serve_command(port: int, *, workers: int = 1, **make_vars: str) -> list[str]:
-    """``make run``'s uvicorn command, flags from the Makefile itself (``make serve-flags``), for
+def serve_command(
+    port: int, *, workers: int = 1, launcher: str = "heroes_api.serve", **make_vars: str
+) -> list[str]:
+    """``make run``'s command (its launcher, ``heroes_api.serve``, or plain ``uvicorn`` for an
+    older release that has none), flags from the Makefile itself (``make serve-flags``), for
     this interpreter and ``port`` on 127.0.0.1; ``make_vars`` override Makefile variables."""
     variables = {"HOST": "127.0.0.1", "PORT": str(port), "WORKERS": str(workers), **make_vars}
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
@@ -32,7 +35,7 @@ def serve_command(port: int, *, workers: int = 1, **make_vars: str) -> list[str]
         text=True,
         check=True,
     ).stdout
-    return [sys.executable, "-m", "uvicorn", "heroes_api.main:app", *shlex.split(flags)]
+    return [sys.executable, "-m", launcher, "heroes_api.main:app", *shlex.split(flags)]
 
 
 def release_env(env: dict[str, str], root: Path) -> dict[str, str]:
@@ -83,7 +86,10 @@ class Server:
             metrics_dir = log_dir / f"metrics-{self.port}"
             metrics_dir.mkdir()
             self.env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        self.command = serve_command(self.port, workers=workers, **(make_vars or {}))
+        launcher = "heroes_api.serve" if (root / "src/heroes_api/serve.py").exists() else "uvicorn"
+        self.command = serve_command(
+            self.port, workers=workers, launcher=launcher, **(make_vars or {})
+        )
         if root != ROOT:
             self.env = release_env(self.env, root)
         self.process: subprocess.Popen[bytes] | None = None

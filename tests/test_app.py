@@ -18,7 +18,7 @@ from heroes_api.app import SchemaNotMigrated, create_app
 from heroes_api.config import Settings, get_settings, to_async_url
 from heroes_api.db import SCHEMA_REVISION
 from heroes_api.state import app_state
-from tests.databases import ROOT, SqliteDatabases, alembic_config
+from tests.databases import ROOT, SqliteDatabases, alembic_config, migrate
 from tests.helpers import asgi_client, running_client
 
 
@@ -69,6 +69,7 @@ def test_the_served_app_is_built_from_settings_and_frozen(tmp_path: Path) -> Non
         "import gc; from heroes_api.main import app; from heroes_api.state import app_state; "
         "print(app_state(app).settings.database_url, gc.get_freeze_count() > 0)"
     )
+    migrate(f"sqlite+aiosqlite:///{tmp_path}/served.db")
     env = {**os.environ, "HEROES_DATABASE_URL": "sqlite:///./served.db", "HEROES_ENV_FILE": ""}
     result = subprocess.run(
         [sys.executable, "-c", program], cwd=tmp_path, env=env, capture_output=True, text=True

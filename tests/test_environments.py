@@ -74,7 +74,12 @@ def test_make_install_builds_an_environment_without_the_development_tools(
     assert installed.keys() - runtime.keys() <= {"pip", "setuptools"}  # the venv's own
 
     built = subprocess.run(
-        [venv / "bin/python", "-c", "from heroes_api.main import app; print(len(app.routes))"],
+        [
+            venv / "bin/python",
+            "-c",
+            "from heroes_api.app import create_app; from heroes_api.config import Settings; "
+            "print(len(create_app(Settings(database_url='sqlite://')).routes))",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

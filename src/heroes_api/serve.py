@@ -12,6 +12,7 @@ metrics. Directories of servers that died without cleaning up (SIGKILL) are remo
 start, once their process is gone.
 """
 
+import importlib
 import os
 import shutil
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import uvicorn
 
+from heroes_api import logs
 from heroes_api.preflight import settings_or_exit
 from heroes_api.startup import database_or_exit
 
@@ -60,6 +62,15 @@ def run_uvicorn(arguments: list[str]) -> None:
     uvicorn.main(arguments, prog_name="uvicorn")
 
 
+def log_like_the_service(log_format: str) -> None:
+    """uvicorn's logging when its command line names no --log-config (its own defaults,
+    otherwise) becomes the service's: the supervisor of several workers, which never imports
+    the app, logs in HEROES_LOG_FORMAT like them."""
+    setattr(
+        importlib.import_module("uvicorn.main"), "LOGGING_CONFIG", logs.logging_config(log_format)
+    )  # noqa: B010
+
+
 def serve(argv: Sequence[str], run: Callable[[list[str]], None] = run_uvicorn) -> None:
     root, arguments = split_arguments(argv)
     if root is None:
@@ -79,5 +90,8 @@ def serve(argv: Sequence[str], run: Callable[[list[str]], None] = run_uvicorn) -
 
 if __name__ == "__main__":  # pragma: no cover (tests run it as make run does)
     # Before uvicorn: with several workers, each would otherwise fail (and be restarted) alone.
-    database_or_exit(settings_or_exit())
+    settings = settings_or_exit()
+    logs.configure(settings.log_format)
+    database_or_exit(settings)
+    log_like_the_service(settings.log_format)
     serve(sys.argv[1:])
