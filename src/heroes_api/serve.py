@@ -66,9 +66,7 @@ def log_like_the_service(log_format: str) -> None:
     """uvicorn's logging when its command line names no --log-config (its own defaults,
     otherwise) becomes the service's: the supervisor of several workers, which never imports
     the app, logs in HEROES_LOG_FORMAT like them."""
-    setattr(
-        importlib.import_module("uvicorn.main"), "LOGGING_CONFIG", logs.logging_config(log_format)
-    )  # noqa: B010
+    importlib.import_module("uvicorn.main").LOGGING_CONFIG = logs.logging_config(log_format)
 
 
 def serve(argv: Sequence[str], run: Callable[[list[str]], None] = run_uvicorn) -> None:
