@@ -18,6 +18,7 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -66,7 +67,8 @@ def log_like_the_service(log_format: str) -> None:
     """uvicorn's logging when its command line names no --log-config (its own defaults,
     otherwise) becomes the service's: the supervisor of several workers, which never imports
     the app, logs in HEROES_LOG_FORMAT like them."""
-    importlib.import_module("uvicorn.main").LOGGING_CONFIG = logs.logging_config(log_format)
+    uvicorn_main: Any = importlib.import_module("uvicorn.main")
+    uvicorn_main.LOGGING_CONFIG = logs.logging_config(log_format)
 
 
 def serve(argv: Sequence[str], run: Callable[[list[str]], None] = run_uvicorn) -> None:
