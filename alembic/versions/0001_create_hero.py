@@ -16,7 +16,7 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-# Rolling deploys (README, "Deploying a schema change"): the first revision has no older code.
+# Rolling deploys (docs/operations.md, "Deploying a schema change"): no older code to serve.
 backward_compatible = True
 
 ADOPT_HINT = (
@@ -24,8 +24,8 @@ ADOPT_HINT = (
     "FastAPI tutorial's database.db, built without Alembic). Nothing was changed. To keep its "
     "rows, "
     "adopt it instead: `python -m heroes_api.adopt` checks that its schema matches this revision, "
-    "marks it as migrated, and then `alembic upgrade head` works (see README, 'Coming from the "
-    "tutorial')."
+    "marks it as migrated, and then `alembic upgrade head` works (see docs/operations.md, "
+    "'Coming from the tutorial')."
 )
 
 

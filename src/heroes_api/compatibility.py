@@ -1,6 +1,6 @@
 """Which database schemas this code runs on: its own revision, or a later one whose migrations
-declare that code written for this revision still works (rolling deploys, README "Deploying a
-schema change").
+declare that code written for this revision still works (rolling deploys, docs/operations.md,
+"Deploying a schema change").
 
 Old code cannot read future migration files, so the answer is kept in the database. Every
 migration module declares ``backward_compatible: bool`` (and, when False, may name the oldest
@@ -51,8 +51,8 @@ def declared_oldest_code(module: Any, revision: str) -> str | None:
     if not isinstance(declared, bool):
         raise CompatibilityUndeclared(
             f"migration {revision} must declare `backward_compatible = True` (expand-only: code "
-            "written for the previous revision keeps working) or `= False` (README, 'Deploying "
-            "a schema change')"
+            "written for the previous revision keeps working) or `= False` (docs/operations.md, "
+            "'Deploying a schema change')"
         )
     if declared:
         return None
@@ -124,8 +124,8 @@ def compatibility_problem(
         return (
             f"database schema is at revision {database!r}, which is neither {own!r} (the revision "
             f"this code needs) nor a later one recorded as compatible with it: run `alembic "
-            "upgrade head` with this release's migrations (see README, 'Deploying a schema "
-            "change')"
+            "upgrade head` with this release's migrations (see docs/operations.md, 'Deploying "
+            "a schema change')"
         )
     oldest = chain[database][1]
     if oldest in newest_first[: newest_first.index(own)]:

@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     idempotency_ttl: float = Field(default=24 * 3600.0, gt=0)
     # Largest request body accepted; larger ones get 413 before they are read.
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
-    # Log lines as plain text or as one JSON object each (heroes_api.logs, logging.json).
+    # Log lines as plain text or as one JSON object each (heroes_api.logs).
     log_format: Literal["text", "json"] = "text"
     # One access-log line per request (method, route template, status, duration, request id).
     access_log: bool = True

@@ -183,7 +183,7 @@ def _schema_problem(connection: Connection) -> str | None:
     if revision is None:
         return (
             f"database schema has no Alembic revision, this code needs {SCHEMA_REVISION!r}: "
-            "run `alembic upgrade head` (see README, 'Migrations')"
+            "run `alembic upgrade head` (see docs/operations.md, 'Migrations')"
         )
     return compatibility_problem(read_chain(connection), revision)
 
