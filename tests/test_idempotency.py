@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from heroes_api.app import create_app
 from heroes_api.config import Settings
-from heroes_api.heroes import service as hero_service
+from heroes_api.heroes import keyed as keyed_writes
 from heroes_api.state import app_state
 from tests.helpers import make_hero, read_all_heroes, running_client
 
@@ -202,11 +202,11 @@ class Clock:
 
 
 async def test_an_expired_key_counts_as_never_used(app: FastAPI, client: httpx.AsyncClient) -> None:
-    service = app_state(app).hero_service
-    assert service.idempotency_ttl == app_state(app).settings.idempotency_ttl == 86_400
+    service = app_state(app).hero_service.keyed
+    assert service.ttl == app_state(app).settings.idempotency_ttl == 86_400
     service.clock = clock = Clock()
     first = await client.post("/heroes/", json=HERO, headers=keyed("expiring"))
-    clock.now += service.idempotency_ttl - 1
+    clock.now += service.ttl - 1
     assert (await client.post("/heroes/", json=HERO, headers=keyed("expiring"))).content == (
         first.content
     )
@@ -219,19 +219,19 @@ async def test_an_expired_key_counts_as_never_used(app: FastAPI, client: httpx.A
 async def test_expired_keys_are_purged_in_bounded_batches(
     app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hero_service, "PURGE_LIMIT", 2)
-    service = app_state(app).hero_service
+    monkeypatch.setattr(keyed_writes, "PURGE_LIMIT", 2)
+    service = app_state(app).hero_service.keyed
     service.clock = clock = Clock()
     for n in range(5):
         await make_hero(client, headers=keyed(f"old-{n}"))
         clock.now += 1
     assert await stored_keys(app) == 5
-    clock.now += service.idempotency_ttl + hero_service.PURGE_EVERY - 5
+    clock.now += service.ttl + keyed_writes.PURGE_EVERY - 5
     await make_hero(client, headers=keyed("new-0"))  # purges at most 2 of the 5 expired
     assert await stored_keys(app) == 5 - 2 + 1
     await make_hero(client, headers=keyed("new-1"))  # too soon for another purge
     assert await stored_keys(app) == 5 - 2 + 2
-    clock.now += hero_service.PURGE_EVERY
+    clock.now += keyed_writes.PURGE_EVERY
     await make_hero(client, headers=keyed("new-2"))  # the next 2 (the unexpired stay)
     assert await stored_keys(app) == 5 - 4 + 3
 
@@ -261,4 +261,4 @@ async def test_a_503_carries_retry_after(failing_app: FastAPI) -> None:
 
 def test_the_ttl_is_a_setting(database_url: str) -> None:
     app = create_app(Settings(database_url=database_url, idempotency_ttl=5))
-    assert app_state(app).hero_service.idempotency_ttl == 5
+    assert app_state(app).hero_service.keyed.ttl == 5

@@ -16,8 +16,8 @@ from pydantic_core import to_json
 
 from heroes_api.config import key_digest
 from heroes_api.errors import ErrorDetail
+from heroes_api.heroes.keyed import Answer
 from heroes_api.heroes.repository.keys import RequestKey
-from heroes_api.heroes.service import Answer
 from heroes_api.state import app_state
 
 HEADER = "Idempotency-Key"

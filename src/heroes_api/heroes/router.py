@@ -14,9 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from heroes_api.errors import ErrorDetail
 from heroes_api.heroes import consistency, idempotency
 from heroes_api.heroes.etags import MAX_TAGS, TAGS_PATTERN, etag, is_not_modified, versions_to_match
+from heroes_api.heroes.keyed import Answer
 from heroes_api.heroes.repository import HeroRow, Page, VersionedRow
 from heroes_api.heroes.schemas import Age, HeroCreate, HeroPublic, HeroUpdate, Text
-from heroes_api.heroes.service import Answer, HeroService
+from heroes_api.heroes.service import HeroService
 from heroes_api.models import INT32_MAX, INT32_MIN, INT64_MAX
 from heroes_api.responses import RenderedJSON
 from heroes_api.state import app_state

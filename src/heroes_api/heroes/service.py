@@ -8,12 +8,9 @@ same queries as a batch of one, in a session of its own.
 """
 
 import logging
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
-from pydantic_core import to_json
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from heroes_api.batching import Batcher, BatchStats, RunBatch
@@ -23,10 +20,9 @@ from heroes_api.heroes import repository
 from heroes_api.heroes.errors import (
     HeroNotFound,
     IdempotencyKeyInFlight,
-    IdempotencyKeyReused,
     PreconditionFailed,
 )
-from heroes_api.heroes.etags import etag
+from heroes_api.heroes.keyed import Answer, KeyedWrites, KeyTaken, Written, repeat, same_keys
 from heroes_api.heroes.repository import (
     Create,
     Delete,
@@ -35,34 +31,12 @@ from heroes_api.heroes.repository import (
     Update,
     VersionedRow,
     Write,
-    keys,
 )
-from heroes_api.heroes.repository.keys import KeyId, RequestKey, StoredAnswer
+from heroes_api.heroes.repository.keys import RequestKey
 from heroes_api.heroes.schemas import HeroCreate, HeroUpdate
 from heroes_api.replicas import Replica, primary_position
 
 logger = logging.getLogger(__name__)
-
-# Expired keys are deleted in the write transactions, at most this many at a time, at most once
-# every PURGE_EVERY seconds: steady traffic keeps the table at about a TTL's worth of keys.
-PURGE_LIMIT = 1000
-PURGE_EVERY = 60.0
-DELETED = to_json({"ok": True})
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A keyed write's answer, exactly as sent the first time; ``replayed`` for a repeat."""
-
-    status: int
-    body: bytes
-    etag: str | None
-    replayed: bool = False
-
-
-# What a write comes to for its caller: the hero (None: not found) or, for a keyed write, the
-# answer to send.
-Written = VersionedRow | Answer | None
 
 
 class HeroService:
@@ -85,10 +59,7 @@ class HeroService:
         self._read_sessions = read_sessions
         self._write_sessions = write_sessions
         self._replica = replica
-        self.idempotency_ttl = idempotency_ttl
-        # Seconds since the epoch: when keys were stored and when they expire (tests drive it).
-        self.clock: Callable[[], float] = time.time
-        self._purged_at = float("-inf")
+        self.keyed = KeyedWrites(idempotency_ttl)
 
         def batcher(run: RunBatch[Any, Any], name: str) -> Batcher[Any, Any]:
             # Off: every call runs its own batch of one, with no queue in front of it.
@@ -222,18 +193,18 @@ class HeroService:
 
         Writes with the same ``Idempotency-Key`` in one batch are settled before any SQL: the
         first runs, and the others get its answer (or 422 if they asked for something else)."""
-        firsts, repeats = _same_keys(writes)
+        firsts, repeats = same_keys(writes)
         if repeats:
             ran = await self._write_batch([writes[i] for i in firsts])
             results = dict(zip(firsts, ran, strict=True))
             for i, first in repeats.items():
-                results[i] = _repeat(writes[i], writes[first], results[first])
+                results[i] = repeat(writes[i], writes[first], results[first])
             return [results[i] for i in range(len(writes))]
         try:
             return await self._commit(writes, lookup=False)
         except _StatementFailed as failed:
             error = failed.error
-        if isinstance(error, _KeyTaken):  # a key was used before: look the keys up first
+        if isinstance(error, KeyTaken):  # a key was used before: look the keys up first
             try:
                 return await self._commit(writes, lookup=True)
             except _StatementFailed as failed:
@@ -247,7 +218,7 @@ class HeroService:
             (found,) = await self._commit((write,), lookup=True)
         except _StatementFailed as failed:
             # Still held by another transaction: in flight elsewhere, come back shortly.
-            return IdempotencyKeyInFlight() if isinstance(failed.error, _KeyTaken) else failed.error
+            return IdempotencyKeyInFlight() if isinstance(failed.error, KeyTaken) else failed.error
         except Exception as exc:
             return exc
         return found
@@ -259,7 +230,7 @@ class HeroService:
             async with self._write_sessions() as session:
                 try:
                     with translate_errors():
-                        results = await self._apply(session, writes, lookup)
+                        results = await self.keyed.apply(session, writes, lookup)
                 except Exception as exc:
                     raise _StatementFailed(exc) from exc  # rolled back when the session closes
                 await session.commit()
@@ -280,100 +251,12 @@ class HeroService:
                 "no consistency token after a commit: %s", type(error.__cause__).__name__
             )
 
-    async def _apply(
-        self, session: AsyncSession, writes: Sequence[Write], lookup: bool
-    ) -> Sequence[Written | Exception]:
-        """The batch's statements: the hero writes, and for keyed writes their answers, stored
-        in the same transaction. A key is almost always new, so the stored answers are read
-        first only with ``lookup``: the batch's first try stores its keys without looking, and
-        a key that exists already (a repeat, or a write in flight in another process) fails the
-        insert, undoing the batch, which then runs again with ``lookup``."""
-        keyed = [write.key for write in writes if write.key is not None]
-        if not keyed:
-            return await repository.apply_writes(session, writes)
-        now = self.clock()
-        stored = await keys.find(session, [key.id for key in keyed]) if lookup else {}
-        results: list[Written | Exception] = [None] * len(writes)
-        fresh: list[int] = []  # the writes to run
-        expired: list[KeyId] = []
-        for i, write in enumerate(writes):
-            key = write.key
-            answer = stored.get(key.id) if key else None
-            if key is None or answer is None:
-                fresh.append(i)
-            elif answer.created <= now - self.idempotency_ttl:  # as if never used
-                expired.append(key.id)
-                fresh.append(i)
-            elif answer.fingerprint != key.fingerprint:
-                results[i] = IdempotencyKeyReused()
-            else:
-                results[i] = Answer(answer.status, answer.body, answer.etag, replayed=True)
-        if expired:
-            await keys.forget(session, expired)
-        written = await repository.apply_writes(session, [writes[i] for i in fresh])
-        new: list[tuple[KeyId, StoredAnswer]] = []
-        failed: list[KeyId] = []  # keyed writes that changed nothing: a repeat's hero may be gone
-        for i, result in zip(fresh, written, strict=True):
-            key = writes[i].key
-            if key is None or not isinstance(result, VersionedRow):  # only successes are stored
-                results[i] = result
-                if key is not None and not lookup:
-                    failed.append(key.id)
-                continue
-            results[i] = sent = _answer(writes[i], result)
-            new.append(
-                (key.id, StoredAnswer(key.fingerprint, sent.status, sent.body, sent.etag, now))
-            )
-        if failed and await keys.find(session, failed):
-            raise _KeyTaken  # look again, first: one of them is a repeat (of a delete, say)
-        if new and not await keys.store(session, new):
-            raise _KeyTaken
-        if now - self._purged_at >= PURGE_EVERY:
-            self._purged_at = now
-            await keys.purge(session, now - self.idempotency_ttl, PURGE_LIMIT)
-        return results
-
 
 class _StatementFailed(Exception):
     """A write batch failed before its COMMIT: nothing of it was stored."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
-
-
-class _KeyTaken(Exception):
-    """A key this batch was about to store exists already (or is held by a transaction that
-    has since committed it)."""
-
-
-def _same_keys(writes: Sequence[Write]) -> tuple[list[int], dict[int, int]]:
-    """The writes to run (each key's first), and each repeat of a key mapped to its first."""
-    firsts: list[int] = []
-    repeats: dict[int, int] = {}
-    seen: dict[KeyId, int] = {}
-    for i, write in enumerate(writes):
-        if write.key is not None:
-            first = seen.setdefault(write.key.id, i)
-            if first != i:
-                repeats[i] = first
-                continue
-        firsts.append(i)
-    return firsts, repeats
-
-
-def _repeat(write: Write, first: Write, result: Written | Exception) -> Written | Exception:
-    """What a repeat of a key gets from the key's first write in its batch: the first's answer,
-    replayed; its failure (which stored nothing); or 422 if the two asked for different things."""
-    if write.key is None or first.key is None or write.key.fingerprint != first.key.fingerprint:
-        return IdempotencyKeyReused()
-    return replace(result, replayed=True) if isinstance(result, Answer) else result
-
-
-def _answer(write: Write, hero: VersionedRow) -> Answer:
-    """The answer a successful keyed write sends, and stores for its repeats."""
-    if isinstance(write, Delete):
-        return Answer(200, DELETED, None)
-    return Answer(200, to_json(hero.hero), etag(hero.hero["id"], hero.version))
 
 
 def is_replayable(error: Exception) -> bool:
