@@ -109,6 +109,12 @@ class Server:
             self.process.wait()
 
 
+# The access log stays off unless a variant sets it: releases before the app set up its own
+# logging wrote none under plain uvicorn (no handler), so results compare across releases. What
+# the access log costs is measured on its own (README, "Cost of metrics and logs").
+QUIET = {"HEROES_ACCESS_LOG": "false"}
+
+
 def start_server(app: str, port: int, env: dict[str, str], log: Path) -> Server:
     """Run ``uvicorn app`` with the service's flags and wait until /health answers 200."""
     command = [str(UVICORN), app, "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS]
@@ -116,7 +122,7 @@ def start_server(app: str, port: int, env: dict[str, str], log: Path) -> Server:
         process = subprocess.Popen(
             pinned(SERVER_CORE, command),
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**os.environ, **QUIET, **env},
             stdout=output,
             stderr=subprocess.STDOUT,
         )

@@ -8,13 +8,18 @@ very app object ``uvicorn heroes_api.main:app`` serves (built once, ``gc.freeze(
 """
 
 from dataclasses import asdict
+from typing import Any
 
 from heroes_api.main import app
-from heroes_api.state import app_state
+
+
+def _service() -> Any:
+    """The hero service: on the typed app state, or (a release before it, served by
+    ``make bench-ab --tree``) as ``app.state.heroes``."""
+    shared = getattr(app.state, "shared", None)
+    return app.state.heroes if shared is None else shared.hero_service
 
 
 @app.get("/_bench/batches", include_in_schema=False)
 async def batches() -> dict[str, dict[str, int]]:
-    return {
-        name: asdict(stats) for name, stats in app_state(app).hero_service.batch_stats().items()
-    }
+    return {name: asdict(stats) for name, stats in _service().batch_stats().items()}
