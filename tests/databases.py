@@ -41,6 +41,9 @@ class Databases(Protocol):
     def create(self, *, migrated: bool = True) -> str:
         """A new database (at Alembic head unless ``migrated=False``); returns its async URL."""
 
+    def drop(self, url: str) -> None:
+        """Drop a database ``create`` made, before ``close`` would."""
+
     def close(self) -> None:
         """Drop everything this object created."""
 
@@ -63,6 +66,12 @@ class SqliteDatabases:
         if migrated:
             shutil.copyfile(self.template, path)
         return self.url(path)
+
+    def drop(self, url: str) -> None:
+        path = Path(make_url(url).database or "")
+        assert path.parent == self.directory, url
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -105,6 +114,12 @@ class PostgresDatabases:
             migrate(self.url(database))
         self._created.append(database)
         return self.url(database)
+
+    def drop(self, url: str) -> None:
+        database = make_url(url).database
+        assert database in self._created, url
+        self._admin(f'DROP DATABASE "{database}" WITH (FORCE)')
+        self._created.remove(database)
 
     def close(self) -> None:
         self._admin(
