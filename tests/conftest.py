@@ -51,15 +51,19 @@ def databases(request: pytest.FixtureRequest) -> Databases:
 
 
 @pytest.fixture
-def database_url(databases: Databases) -> str:
-    """A database of this test's own, at Alembic head."""
-    return databases.create()
+def database_url(databases: Databases) -> Iterator[str]:
+    """A database of this test's own, at Alembic head, dropped after the test."""
+    url = databases.create()
+    yield url
+    databases.drop(url)
 
 
 @pytest.fixture
-def empty_database_url(databases: Databases) -> str:
-    """A database of this test's own that Alembic has never touched."""
-    return databases.create(migrated=False)
+def empty_database_url(databases: Databases) -> Iterator[str]:
+    """A database of this test's own that Alembic has never touched, dropped after the test."""
+    url = databases.create(migrated=False)
+    yield url
+    databases.drop(url)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """PostgreSQL-only behaviour: pools, and values a PostgreSQL database cannot store."""
 
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,9 +15,11 @@ from tests.helpers import MakeApp, MakeClient, make_hero, running_client
 
 
 @pytest.fixture
-def database_url(postgres_databases: PostgresDatabases) -> str:
+def database_url(postgres_databases: PostgresDatabases) -> Iterator[str]:
     """PostgreSQL only: this module's tests run once, on a database of their own."""
-    return postgres_databases.create()
+    url = postgres_databases.create()
+    yield url
+    postgres_databases.drop(url)
 
 
 @pytest.fixture
