@@ -35,7 +35,7 @@ case " $(SUPPORTED_PYTHONS) " in \
 esac
 endef
 
-.PHONY: install install-dev python serve-flags run test lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
+.PHONY: install install-dev python serve-flags run test test-fast lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
 
 # Two locks: requirements.lock pins what serving needs ([project] dependencies), and
 # requirements-dev.lock adds the dev extra (tests, linters) at the same pins. `make install` and
@@ -70,8 +70,14 @@ run: install
 serve-flags:
 	@echo "$(SERVE_FLAGS)"
 
+# The whole suite with coverage enforced; --durations names the slowest tests in CI's output.
 test: install-dev
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
+
+# The edit-test loop: everything but the tests marked slow (real servers, deploys, property and
+# schema runs, query plans), without coverage. `make test` still runs them all.
+test-fast: install-dev
+	$(BIN)/pytest --no-cov -m "not slow" $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

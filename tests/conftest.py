@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -10,8 +11,9 @@ from fastapi import FastAPI
 
 from heroes_api.app import create_app
 from heroes_api.config import Settings
+from heroes_api.state import app_state
 from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
-from tests.helpers import failing_app, running_client
+from tests.helpers import MakeApp, MakeClient, failing_app, running_client
 
 # Throwaway PostgreSQL clusters and PgBouncer (tests/pg_cluster.py): pg_primary, pg_pair.
 pytest_plugins = ["tests.pg_fixtures"]
@@ -51,15 +53,19 @@ def databases(request: pytest.FixtureRequest) -> Databases:
 
 
 @pytest.fixture
-def database_url(databases: Databases) -> str:
-    """A database of this test's own, at Alembic head."""
-    return databases.create()
+def database_url(databases: Databases) -> Iterator[str]:
+    """A database of this test's own, at Alembic head, dropped after the test."""
+    url = databases.create()
+    yield url
+    databases.drop(url)
 
 
 @pytest.fixture
-def empty_database_url(databases: Databases) -> str:
-    """A database of this test's own that Alembic has never touched."""
-    return databases.create(migrated=False)
+def empty_database_url(databases: Databases) -> Iterator[str]:
+    """A database of this test's own that Alembic has never touched, dropped after the test."""
+    url = databases.create(migrated=False)
+    yield url
+    databases.drop(url)
 
 
 @pytest.fixture
@@ -77,6 +83,34 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the app, with its lifespan (schema check, engine disposal) running."""
     async with running_client(app) as client:
         yield client
+
+
+@pytest.fixture
+async def make_app(database_url: str) -> AsyncIterator[MakeApp]:
+    """Apps on this test's database with settings of the test's choosing, without lifespan (for
+    tests of what happens before or without it); their engines are disposed at teardown."""
+    apps: list[FastAPI] = []
+
+    def make(**overrides: Any) -> FastAPI:
+        apps.append(create_app(Settings(**{"database_url": database_url, **overrides})))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        await app_state(app).engine.dispose()
+        await app_state(app).write_engine.dispose()
+
+
+@pytest.fixture
+async def make_client(make_app: MakeApp) -> AsyncIterator[MakeClient]:
+    """Clients on apps of the test's settings (``await make_client(batching=False)``), each with
+    its lifespan running until teardown, which closes them in reverse order."""
+    async with AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> httpx.AsyncClient:
+            return await stack.enter_async_context(running_client(make_app(**overrides)))
+
+        yield make
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -9,6 +9,8 @@ import itertools
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +43,9 @@ class Databases(Protocol):
     def create(self, *, migrated: bool = True) -> str:
         """A new database (at Alembic head unless ``migrated=False``); returns its async URL."""
 
+    def drop(self, url: str) -> None:
+        """Drop a database ``create`` made, now or in the background (``close`` waits for it)."""
+
     def close(self) -> None:
         """Drop everything this object created."""
 
@@ -64,6 +69,12 @@ class SqliteDatabases:
             shutil.copyfile(self.template, path)
         return self.url(path)
 
+    def drop(self, url: str) -> None:
+        path = Path(make_url(url).database or "")
+        assert path.parent == self.directory, url
+        for suffix in ("", "-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -77,6 +88,10 @@ class PostgresDatabases:
         self.template = f"{self.prefix}_template"
         self._created: list[str] = []
         self._names = (f"{self.prefix}_{n}" for n in itertools.count())
+        # Each DROP DATABASE waits for a checkpoint: drops run on threads of their own while the
+        # tests go on, a few at a time (drops that wait together share a checkpoint).
+        self._dropper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="drop-database")
+        self._drops: list[Future[None]] = []
         self._admin(f'CREATE DATABASE "{self.template}"')
         self._created.append(self.template)
         migrate(self.url(self.template))
@@ -84,17 +99,23 @@ class PostgresDatabases:
     def url(self, database: str) -> str:
         return self.server_url.set(database=database).render_as_string(hide_password=False)
 
-    def _admin(self, *statements: str) -> None:
-        async def run() -> None:
-            dsn = self.server_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    def _admin(self, *statements: str, connections: int = 1) -> None:
+        """Run ``statements`` on the server, in order on one connection, or spread over several
+        connections run at once."""
+        dsn = self.server_url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+        async def run(share: Sequence[str]) -> None:
             connection = await asyncpg.connect(dsn, timeout=5)
             try:
-                for statement in statements:
+                for statement in share:
                     await connection.execute(statement)
             finally:
                 await connection.close()
 
-        asyncio.run(run())
+        async def run_all() -> None:
+            await asyncio.gather(*(run(statements[n::connections]) for n in range(connections)))
+
+        asyncio.run(run_all())
 
     def create(self, *, migrated: bool = True, options: str = "") -> str:
         """``options`` are extra CREATE DATABASE options, e.g. an ENCODING; migrates afresh."""
@@ -106,11 +127,24 @@ class PostgresDatabases:
         self._created.append(database)
         return self.url(database)
 
+    def drop(self, url: str) -> None:
+        database = make_url(url).database
+        assert database in self._created, url
+        self._created.remove(database)
+        statement = f'DROP DATABASE "{database}" WITH (FORCE)'
+        self._drops.append(self._dropper.submit(self._admin, statement))
+
     def close(self) -> None:
+        """Wait for the drops under way, then drop the rest eight at a time (31 databases, on a
+        busy machine: 4.6 to 5.4 s one by one, 1.7 to 3.2 s eight at a time)."""
+        self._dropper.shutdown(wait=True)
         self._admin(
-            *(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in reversed(self._created))
+            *(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in self._created),
+            connections=8,
         )
         self._created.clear()
+        for drop in self._drops:
+            drop.result()  # raises what a failed drop raised
 
 
 def postgres_server_url() -> tuple[str | None, str]:

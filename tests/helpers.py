@@ -3,7 +3,7 @@ statement recorders. Test modules import from here, never from each other."""
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -32,6 +32,22 @@ async def running_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A client on the app with its lifespan running: schema check first, engines disposed last."""
     async with LifespanManager(app) as manager, asgi_client(manager.app) as client:
         yield client
+
+
+class MakeClient(Protocol):
+    """The ``make_client`` fixture: ``await make_client(**overrides)`` is a client on a new app
+    built from ``Settings(database_url=<the test's database>, **overrides)``, its lifespan running
+    until the test ends."""
+
+    async def __call__(self, **overrides: Any) -> httpx.AsyncClient: ...
+
+
+class MakeApp(Protocol):
+    """The ``make_app`` fixture: ``make_app(**overrides)`` is a new app built from
+    ``Settings(database_url=<the test's database>, **overrides)``, without its lifespan; its
+    engines are disposed when the test ends."""
+
+    def __call__(self, **overrides: Any) -> FastAPI: ...
 
 
 async def make_hero(

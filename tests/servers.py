@@ -1,5 +1,6 @@
 """Real uvicorn server processes for tests that need more than ASGITransport."""
 
+import functools
 import os
 import shlex
 import signal
@@ -18,13 +19,26 @@ from tests.databases import ROOT
 STARTUP_TIMEOUT_SECONDS = 20.0
 
 
+PORT_PLACEHOLDER = "{port}"
+
+
 def serve_command(
     port: int, *, workers: int = 1, launcher: str = "heroes_api.serve", **make_vars: str
 ) -> list[str]:
     """``make run``'s command (its launcher, ``heroes_api.serve``, or plain ``uvicorn`` for an
     older release that has none), flags from the Makefile itself (``make serve-flags``), for
     this interpreter and ``port`` on 127.0.0.1; ``make_vars`` override Makefile variables."""
-    variables = {"HOST": "127.0.0.1", "PORT": str(port), "WORKERS": str(workers), **make_vars}
+    flags = _serve_flags(workers, tuple(sorted(make_vars.items())))
+    command = [sys.executable, "-m", launcher, "heroes_api.main:app", *flags]
+    return [str(port) if arg == PORT_PLACEHOLDER else arg for arg in command]
+
+
+@functools.cache
+def _serve_flags(workers: int, make_vars: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """``make serve-flags`` once per test session for each set of variables, with a placeholder
+    for the port (each server has its own)."""
+    variables = {"HOST": "127.0.0.1", "PORT": PORT_PLACEHOLDER, "WORKERS": str(workers)}
+    variables.update(make_vars)
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     flags = subprocess.run(
         ["make", "--no-print-directory", "-s", "serve-flags"]
@@ -35,7 +49,9 @@ def serve_command(
         text=True,
         check=True,
     ).stdout
-    return [sys.executable, "-m", launcher, "heroes_api.main:app", *shlex.split(flags)]
+    words = tuple(shlex.split(flags))
+    assert words.count(PORT_PLACEHOLDER) == 1, words  # the port is one flag's value, alone
+    return words
 
 
 def release_env(env: dict[str, str], root: Path) -> dict[str, str]:
@@ -118,8 +134,9 @@ class Server:
         raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT_SECONDS}s:\n{self.log()}")
 
     def client(self, connections: int = 10) -> httpx.AsyncClient:
-        """A client for this server. Idle connections expire well before uvicorn's 5 s keep-alive
-        timeout: at equal timeouts a request can go out on a connection the server is closing."""
+        """A client for this server. Its idle connections expire after 1 s, well before the
+        server closes them (make run's KEEP_ALIVE, 75 s): at equal timeouts a request can go out
+        on a connection the server is closing."""
         limits = httpx.Limits(
             max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=1
         )

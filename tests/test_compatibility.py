@@ -9,12 +9,11 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from heroes_api.adopt import inspect_database
-from heroes_api.app import SchemaNotMigrated, create_app
+from heroes_api.app import SchemaNotMigrated
 from heroes_api.compatibility import (
     SCHEMA_REVISION,
     CompatibilityUndeclared,
@@ -22,10 +21,8 @@ from heroes_api.compatibility import (
     declared_oldest_code,
     read_chain,
 )
-from heroes_api.config import Settings
-from heroes_api.state import app_state
 from tests.databases import alembic_config
-from tests.helpers import asgi_client, make_hero, running_client
+from tests.helpers import MakeApp, MakeClient, asgi_client, make_hero
 
 # revision -> (down_revision, oldest_code_revision): A <- B (expand) <- C (contract serving code
 # from B on) <- D (expand) <- E (breaks everything before it).
@@ -114,36 +111,35 @@ def move_ahead(url: str, revision: str, oldest_code: str) -> None:
 
 
 async def test_a_later_compatible_revision_keeps_the_instance_serving(
-    database_url: str, app: FastAPI, client: httpx.AsyncClient
+    database_url: str, client: httpx.AsyncClient, make_client: MakeClient
 ) -> None:
     hero = await make_hero(client)
     await asyncio.to_thread(move_ahead, database_url, "9999_later", SCHEMA_REVISION)
     assert (await client.get("/health")).json() == {"status": "ok"}
     assert (await client.get(f"/heroes/{hero['id']}")).json() == hero
-    fresh = create_app(Settings(database_url=database_url))
-    async with running_client(fresh) as other:  # and a new instance of this code starts
-        assert (await other.get("/health")).status_code == 200
+    other = await make_client()  # and a new instance of this code starts
+    assert (await other.get("/health")).status_code == 200
 
 
-async def test_a_later_incompatible_revision_is_refused(database_url: str) -> None:
+async def test_a_later_incompatible_revision_is_refused(
+    database_url: str, make_app: MakeApp
+) -> None:
     await asyncio.to_thread(move_ahead, database_url, "9999_breaking", "9999_breaking")
-    app = create_app(Settings(database_url=database_url))
-    async with asgi_client(app) as client:
+    async with asgi_client(make_app()) as client:
         health = await client.get("/health")
-    await app_state(app).engine.dispose()
     assert health.status_code == 503
     assert "serves code written for '9999_breaking' or later" in health.json()["detail"]
     with pytest.raises(SchemaNotMigrated, match="deploy a newer release"):
-        async with LifespanManager(create_app(Settings(database_url=database_url))):
+        async with LifespanManager(make_app()):
             pass  # pragma: no cover
 
 
-async def test_an_unknown_revision_is_refused(database_url: str) -> None:
+async def test_an_unknown_revision_is_refused(database_url: str, make_app: MakeApp) -> None:
     def run(connection: Connection) -> None:
         connection.execute(text("UPDATE alembic_version SET version_num = 'from_elsewhere'"))
         connection.commit()
 
     await asyncio.to_thread(inspect_database, database_url, run)
     with pytest.raises(SchemaNotMigrated, match=f"neither {SCHEMA_REVISION!r}"):
-        async with LifespanManager(create_app(Settings(database_url=database_url))):
+        async with LifespanManager(make_app()):
             pass  # pragma: no cover

@@ -7,11 +7,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from heroes_api.app import create_app
-from heroes_api.config import Settings
 from heroes_api.heroes.etags import MAX_TAGS
 from heroes_api.state import app_state
-from tests.helpers import make_hero, running_client
+from tests.helpers import MakeClient, make_hero
 
 STALE = {"detail": "Hero has changed since the ETag in If-Match: read it again, then retry"}
 NOT_FOUND = {"detail": "Hero not found"}
@@ -189,10 +187,10 @@ async def test_stale_if_match_under_50_concurrent_patches(
     assert app_state(app).hero_service.batch_stats()["writes"].largest > 1  # decided inside batches
 
 
-async def test_stale_if_match_under_50_concurrent_patches_unbatched(database_url: str) -> None:
-    app = create_app(Settings(database_url=database_url, batching=False))
-    async with running_client(app) as client:
-        await concurrent_conditional_patches(client)
+async def test_stale_if_match_under_50_concurrent_patches_unbatched(
+    make_client: MakeClient,
+) -> None:
+    await concurrent_conditional_patches(await make_client(batching=False))
 
 
 async def test_conditional_and_plain_writes_share_a_batch(

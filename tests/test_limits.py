@@ -7,10 +7,9 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from heroes_api.app import create_app
 from heroes_api.config import Settings
-from heroes_api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit
-from tests.helpers import running_client
+from heroes_api.limits import DEFAULT_MAX_BODY_BYTES, BodySizeLimit, BodyTooLarge
+from tests.helpers import MakeClient
 from tests.servers import Server
 
 LIMIT = 1000
@@ -35,10 +34,8 @@ def test_default_limit_is_one_mebibyte(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def small_client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=database_url, max_body_bytes=LIMIT))
-    async with running_client(app) as client:
-        yield client
+async def small_client(make_client: MakeClient) -> httpx.AsyncClient:
+    return await make_client(max_body_bytes=LIMIT)
 
 
 async def test_body_at_the_limit_is_accepted(small_client: httpx.AsyncClient) -> None:
@@ -107,7 +104,7 @@ async def test_error_after_the_response_started_propagates() -> None:
     async def send(message: Message) -> None:
         pass
 
-    with pytest.raises(Exception, match="larger than"):
+    with pytest.raises(BodyTooLarge, match="larger than 1000 bytes"):
         await BodySizeLimit(app, max_body_bytes=LIMIT)(
             {"type": "http", "headers": []}, receive, send
         )
@@ -129,6 +126,7 @@ async def test_other_scopes_pass_through() -> None:
     assert seen == ["lifespan"]
 
 
+@pytest.mark.slow
 async def test_real_server_refuses_large_uploads(database_url: str, tmp_path: Path) -> None:
     """Through uvicorn: a declared 5 MiB body and an endless-looking chunked one both get 413."""
     limit = 64 * 1024

@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.logs import JsonFormatter, RequestIdFilter, TextFormatter
 from tests.databases import ROOT
-from tests.helpers import make_hero, running_client
+from tests.helpers import MakeClient, make_hero
 from tests.servers import Server
 
 SECRET = "Rq-Log-Secret-8841"
@@ -56,12 +55,11 @@ async def test_one_access_line_per_request(
 
 
 async def test_the_access_log_can_be_turned_off(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="heroes_api.access")
-    app = create_app(Settings(database_url=database_url, access_log=False))
-    async with running_client(app) as client:
-        await client.get("/heroes/1")
+    client = await make_client(access_log=False)
+    assert (await client.get("/heroes/1")).status_code == 404
     assert access_records(caplog) == []
 
 
@@ -98,6 +96,7 @@ def json_server(database_url: str, tmp_path: Path) -> Any:
         yield server
 
 
+@pytest.mark.slow
 async def test_a_served_json_log(json_server: Server) -> None:
     """Through make run's own command: every line is JSON, one access line per request with its
     id, the client address behind a trusted proxy, and no secret, token or bound value."""

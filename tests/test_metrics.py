@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.state import app_state
-from tests.helpers import Samples, asgi_client, make_hero, requests, running_client, scrape, value
+from tests.helpers import MakeClient, Samples, asgi_client, make_hero, requests, scrape, value
 
 
 async def test_counters_move_by_exactly_the_requests_made(client: httpx.AsyncClient) -> None:
@@ -75,12 +75,12 @@ async def test_batch_sizes_are_observed_under_concurrency(client: httpx.AsyncCli
     assert batches < 50  # some were shared
 
 
-async def test_pool_connections_in_use_are_seen_while_checked_out(database_url: str) -> None:
-    app = create_app(Settings(database_url=database_url))
-    async with running_client(app) as client:
-        async with app_state(app).engine.connect():
-            during = await scrape(client)
-        after = await scrape(client)
+async def test_pool_connections_in_use_are_seen_while_checked_out(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    async with app_state(app).engine.connect():
+        during = await scrape(client)
+    after = await scrape(client)
     assert value(during, "heroes_db_connections_in_use", pool="main") == 1
     assert value(after, "heroes_db_connections_in_use", pool="main") == 0
 
@@ -120,9 +120,8 @@ async def test_an_unreachable_database_is_counted(tmp_path: object) -> None:
 
 
 @pytest.fixture
-async def unmetered(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_client(create_app(Settings(database_url=database_url, metrics=False))) as c:
-        yield c
+async def unmetered(make_client: MakeClient) -> httpx.AsyncClient:
+    return await make_client(metrics=False)
 
 
 async def test_metrics_can_be_turned_off(unmetered: httpx.AsyncClient) -> None:
@@ -139,14 +138,12 @@ def test_metrics_are_not_in_the_openapi_document() -> None:
     assert "/health/live" in schema["paths"]
 
 
-async def test_probes_and_metrics_need_no_key_when_reads_do(database_url: str) -> None:
-    key = "metrics-test-api-key-0123456789"
-    settings = Settings(database_url=database_url, api_keys=key, protect_reads=True)
-    async with running_client(create_app(settings)) as client:
-        assert (await client.get("/heroes/1")).status_code == 401
-        assert (await client.get("/health/live")).status_code == 200
-        assert (await client.get("/health")).status_code == 200
-        samples = await scrape(client)
+async def test_probes_and_metrics_need_no_key_when_reads_do(make_client: MakeClient) -> None:
+    client = await make_client(api_keys="metrics-test-api-key-0123456789", protect_reads=True)
+    assert (await client.get("/heroes/1")).status_code == 401
+    assert (await client.get("/health/live")).status_code == 200
+    assert (await client.get("/health")).status_code == 200
+    samples = await scrape(client)
     assert requests(samples, "GET", "/heroes/{hero_id}", "401") == 1
 
 

@@ -10,6 +10,8 @@ import pytest
 from tests.helpers import read_all_heroes
 from tests.servers import Server
 
+pytestmark = pytest.mark.slow
+
 WRITERS = 40
 ROUNDS = 5
 

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from heroes_api.heroes.repository.pages import Page, Statement, batch_statements, one_page
 from tests.databases import Databases
 
+pytestmark = pytest.mark.slow
+
 ROWS = 50_000
 FILL = {
     "sqlite": [

@@ -16,6 +16,8 @@ import pytest
 from tests.helpers import read_all_heroes
 from tests.servers import Server
 
+pytestmark = pytest.mark.slow
+
 SECRET = "Rq-Server-Secret-5519"
 JSON = {"content-type": "application/json"}
 CREATES = 200

@@ -13,8 +13,7 @@ from fastapi import FastAPI
 from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.logs import RequestIdFilter
-from heroes_api.state import app_state
-from tests.helpers import asgi_client
+from tests.helpers import MakeApp, asgi_client
 
 GENERATED = re.compile(r"[0-9a-f]{16}-[0-9a-f]+")
 
@@ -59,9 +58,8 @@ async def test_errors_carry_the_request_id(client: httpx.AsyncClient) -> None:
     assert all(r.headers["x-request-id"] == "err-1" for r in responses)
 
 
-async def test_a_413_carries_the_request_id(database_url: str) -> None:
-    app = create_app(Settings(database_url=database_url, max_body_bytes=10))
-    async with asgi_client(app) as client:
+async def test_a_413_carries_the_request_id(make_app: MakeApp) -> None:
+    async with asgi_client(make_app(max_body_bytes=10)) as client:
         declared = await client.post(
             "/heroes/", content=b"x" * 11, headers={"X-Request-ID": "big-1"}
         )
@@ -73,7 +71,6 @@ async def test_a_413_carries_the_request_id(database_url: str) -> None:
         streamed = await client.post(
             "/heroes/", content=chunks(), headers={"X-Request-ID": "big-2"}
         )
-    await app_state(app).engine.dispose()
     assert (declared.status_code, declared.headers["x-request-id"]) == (413, "big-1")
     assert (streamed.status_code, streamed.headers["x-request-id"]) == (413, "big-2")
 

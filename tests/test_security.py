@@ -1,7 +1,6 @@
 """API keys and CORS (README, "Security"): both off by default, on by settings."""
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from pydantic import ValidationError
 
-from heroes_api.app import create_app
 from heroes_api.config import Settings
-from tests.helpers import asgi_client, make_hero, running_client, scrape, value
+from tests.helpers import MakeApp, MakeClient, asgi_client, make_hero, scrape, value
 from tests.servers import Server
 
 KEY = "k3y-0ne.with~all+token/chars=="
@@ -35,18 +33,14 @@ def log_text(caplog: pytest.LogCaptureFixture) -> Any:
 
 
 @pytest.fixture
-async def keyed(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def keyed(make_client: MakeClient) -> httpx.AsyncClient:
     """A client on an app whose writes need one of two keys; it sends no key by itself."""
-    app = create_app(Settings(database_url=database_url, api_keys=KEYS))
-    async with running_client(app) as client:
-        yield client
+    return await make_client(api_keys=KEYS)
 
 
 @pytest.fixture
-async def private(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(database_url=database_url, api_keys=KEY, protect_reads=True))
-    async with running_client(app) as client:
-        yield client
+async def private(make_client: MakeClient) -> httpx.AsyncClient:
+    return await make_client(api_keys=KEY, protect_reads=True)
 
 
 async def write(client: httpx.AsyncClient, route: str, headers: dict[str, Any]) -> httpx.Response:
@@ -142,23 +136,21 @@ async def test_protected_reads_need_a_key_too(private: httpx.AsyncClient) -> Non
     assert (await private.get("/health")).status_code == 200
 
 
-async def test_key_file_holds_one_key_a_line(database_url: str, tmp_path: Path) -> None:
+async def test_key_file_holds_one_key_a_line(make_client: MakeClient, tmp_path: Path) -> None:
     key_file = tmp_path / "keys"
     key_file.write_text(f"{KEY}\n\n  {OTHER_KEY}  \n")
-    settings = Settings(database_url=database_url, api_keys_file=key_file)
-    async with running_client(create_app(settings)) as client:
-        assert (await client.post("/heroes/", json=HERO)).status_code == 401
-        for key in (KEY, OTHER_KEY):
-            assert (await client.post("/heroes/", json=HERO, headers=bearer(key))).is_success
+    client = await make_client(api_keys_file=key_file)
+    assert (await client.post("/heroes/", json=HERO)).status_code == 401
+    for key in (KEY, OTHER_KEY):
+        assert (await client.post("/heroes/", json=HERO, headers=bearer(key))).is_success
 
 
-async def test_keys_from_both_settings_are_valid(database_url: str, tmp_path: Path) -> None:
+async def test_keys_from_both_settings_are_valid(make_client: MakeClient, tmp_path: Path) -> None:
     key_file = tmp_path / "keys"
     key_file.write_text(OTHER_KEY)
-    settings = Settings(database_url=database_url, api_keys=KEY, api_keys_file=key_file)
-    async with running_client(create_app(settings)) as client:
-        for key in (KEY, OTHER_KEY):
-            assert (await client.post("/heroes/", json=HERO, headers=bearer(key))).is_success
+    client = await make_client(api_keys=KEY, api_keys_file=key_file)
+    for key in (KEY, OTHER_KEY):
+        assert (await client.post("/heroes/", json=HERO, headers=bearer(key))).is_success
 
 
 def test_only_digests_of_the_keys_are_kept(tmp_path: Path) -> None:
@@ -267,12 +259,8 @@ async def test_without_keys_openapi_has_no_security(client: httpx.AsyncClient) -
 
 
 @pytest.fixture
-async def browser(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        database_url=database_url, api_keys=KEY, cors_origins=f"{ORIGIN}, http://localhost:5173"
-    )
-    async with running_client(create_app(settings)) as client:
-        yield client
+async def browser(make_client: MakeClient) -> httpx.AsyncClient:
+    return await make_client(api_keys=KEY, cors_origins=f"{ORIGIN}, http://localhost:5173")
 
 
 def _cors_headers(response: httpx.Response) -> set[str]:
@@ -367,9 +355,8 @@ async def _get_health_via(app: Any, host: str) -> None:
         assert (await client.get("/health")).status_code == 200
 
 
-async def test_open_writes_on_a_public_address_warn_once(database_url: str, log_text: Any) -> None:
-    open_app = create_app(Settings(database_url=database_url))
-    async with LifespanManager(open_app) as manager:
+async def test_open_writes_on_a_public_address_warn_once(make_app: MakeApp, log_text: Any) -> None:
+    async with LifespanManager(make_app()) as manager:
         for host in ("127.0.0.1", "[::1]", "localhost", "testserver"):
             await _get_health_via(manager.app, host)
         assert "writes are open" not in log_text()
@@ -377,12 +364,12 @@ async def test_open_writes_on_a_public_address_warn_once(database_url: str, log_
         await _get_health_via(manager.app, "192.0.2.10")
     assert log_text().count("writes are open to anyone who reaches 192.0.2.10") == 1
 
-    keyed_app = create_app(Settings(database_url=database_url, api_keys=KEY))
-    async with LifespanManager(keyed_app) as manager:
+    async with LifespanManager(make_app(api_keys=KEY)) as manager:
         await _get_health_via(manager.app, "192.0.2.11")
     assert "reaches 192.0.2.11" not in log_text()
 
 
+@pytest.mark.slow
 def test_real_server_logs_no_key(database_url: str, tmp_path: Path) -> None:
     """A served app, refusing and admitting keys: its whole log (uvicorn's included) holds none."""
     with Server(database_url, tmp_path, extra_env={"HEROES_API_KEYS": KEYS}) as server:
