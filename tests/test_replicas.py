@@ -404,6 +404,29 @@ async def test_one_batch_sends_each_read_where_it_is_fresh(pair: PgCluster) -> N
             assert answer.json() == (expected if number % 4 < 2 else [expected]), number
 
 
+async def test_a_token_the_replica_has_passed_is_served_by_it_however_far_it_lags(
+    pair: PgCluster,
+) -> None:
+    """HEROES_READ_MAX_LAG is for token-less reads: a read whose token the replica has replayed
+    past is fresh enough, whatever the replica's lag."""
+    await asyncio.to_thread(pair.set_replica_delay, LAG_MS)
+    async with two_processes(pair, read_max_lag=0.05) as (writer, reader):
+        old = await writer.client.post("/heroes/", json={"name": "old", "secret_name": "s"})
+        await asyncio.to_thread(wait_for_replay, pair, parse_token(old.headers[TOKEN_HEADER]))
+        await make_hero(writer.client)  # held back: the replica lags from now on
+        hero_id = old.json()["id"]
+        with (
+            hero_selects(reader.read_engine) as on_replica,
+            hero_selects(reader.state.engine) as on_primary,
+        ):
+            read = await reader.client.get(f"/heroes/{hero_id}", headers=tokened(old))
+            listed = await reader.client.get("/heroes/", params=after(hero_id))
+        assert read.json() == old.json()
+        assert listed.json() == [old.json()]
+        assert len(on_replica) == 1, "a read with a token the replica has passed went elsewhere"
+        assert len(on_primary) == 1  # the token-less page: the replica lags more than 0.05 s
+
+
 # --- 4. the replica stopped and started under read load -------------------------------------
 
 

@@ -93,24 +93,31 @@ class Replica:
         return [self.committed if t is None else max(t, 0) for t in tokens]
 
     async def read(
-        self, needs: Sequence[int], query: Callable[[AsyncSession, list[int]], Awaitable[T]]
+        self,
+        tokens: Sequence[int | None],
+        query: Callable[[AsyncSession, list[int]], Awaitable[T]],
     ) -> tuple[list[int], T | None]:
         """Run ``query(session, fresh)`` on the replica for the reads it is fresh enough for
-        (``fresh``: their indexes in ``needs``); those indexes and the query's result. ``([],
-        None)`` when it is fresh for none, or down: a failure marks it down, and the caller
-        reads everything from the primary."""
+        (``tokens``: each read's token or None; ``fresh``: their indexes); those indexes and
+        the query's result. ``([], None)`` when it is fresh for none, or down: a failure marks
+        it down, and the caller reads everything from the primary."""
         if time.monotonic() < self._down_until:
             return [], None
         try:
             with translate_errors():
                 async with self._sessions() as session:
-                    fresh = [i for i, ok in enumerate(await self._fresh(session, needs)) if ok]
+                    ok = await self._fresh(session, tokens)
+                    fresh = [i for i, fresh_enough in enumerate(ok) if fresh_enough]
                     return (fresh, await query(session, fresh)) if fresh else ([], None)
         except DatabaseError:
             self._down_until = time.monotonic() + RETRY_DOWN_SECONDS
             return [], None
 
-    async def _fresh(self, session: AsyncSession, needs: Sequence[int]) -> list[bool]:
+    async def _fresh(self, session: AsyncSession, tokens: Sequence[int | None]) -> list[bool]:
+        """Whether the replica is fresh enough for each read: past its token; or, without one,
+        past this process's last commit and within ``max_lag`` (the lag rule is for token-less
+        reads only: a token says exactly how new the answer must be)."""
+        needs = self.need(tokens)
         seen = self._seen
         if max(needs) > seen.position or time.monotonic() - seen.at > LAG_VALID_SECONDS:
             await self._measure(session)
@@ -120,7 +127,10 @@ class Replica:
                 await self._measure(session)
         seen = self._seen
         lag_ok = seen.lag <= self._max_lag
-        return [need <= seen.position and lag_ok for need in needs]
+        return [
+            need <= seen.position and (lag_ok or t is not None)
+            for need, t in zip(needs, tokens, strict=True)
+        ]
 
     async def _measure(self, session: AsyncSession) -> None:
         position, lag = (await session.exec(REPLICA_POSITION)).one()  # type: ignore[call-overload]

@@ -182,8 +182,7 @@ class HeroService:
         async def query(session: AsyncSession, fresh: list[int]) -> dict[int, VersionedRow]:
             return await repository.get_heroes(session, {reads[i][0] for i in fresh})
 
-        needs = self._replica.need([token for _, token in reads])
-        fresh, on_replica = await self._replica.read(needs, query)
+        fresh, on_replica = await self._replica.read([token for _, token in reads], query)
         replicated = set(fresh)
         rest = [hero_id for i, (hero_id, _) in enumerate(reads) if i not in replicated]
         on_primary = dict(zip(rest, await self._read_batch(rest), strict=True)) if rest else {}
@@ -201,8 +200,7 @@ class HeroService:
             distinct = list(dict.fromkeys(reads[i][0] for i in fresh))
             return dict(zip(distinct, await repository.list_pages(session, distinct), strict=True))
 
-        needs = self._replica.need([token for _, token in reads])
-        fresh, on_replica = await self._replica.read(needs, query)
+        fresh, on_replica = await self._replica.read([token for _, token in reads], query)
         replicated = set(fresh)
         rest = [page for i, (page, _) in enumerate(reads) if i not in replicated]
         on_primary = dict(zip(rest, await self._page_batch(rest), strict=True)) if rest else {}
