@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from heroes_api.app import create_app
 from heroes_api.client import HeroesClient, NotFound
 from heroes_api.config import Settings
-from heroes_api.replicas import TOKEN_HEADER, parse_token, token
+from heroes_api.replicas import REPLICA_POSITION, TOKEN_HEADER, parse_token, token
 from heroes_api.state import AppState, app_state
 from tests.helpers import hero_selects, make_hero, running_client, scrape, value
 from tests.pg_cluster import PgCluster, PgServer
@@ -480,6 +480,12 @@ async def test_reads_never_fail_while_the_replica_stops_and_starts(pair: PgClust
             await asyncio.to_thread(pair.wait_for_streaming)
             timings["down"] = time.monotonic() - started
             baseline = (await asyncio.to_thread(hero_stats, pair.replica)).scans
+            # Caught up (nothing was written meanwhile), it lags by nothing: not by the time
+            # since the last commit it replayed, which would keep reads off it while the
+            # primary is idle.
+            await asyncio.to_thread(catch_up, pair)
+            position = await asyncio.to_thread(pair.replica.query, str(REPLICA_POSITION), DATABASE)
+            assert position.split("|")[1] == "0"
 
             async def replica_reads_again() -> bool:
                 stats = await asyncio.to_thread(hero_stats, pair.replica)

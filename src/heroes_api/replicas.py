@@ -31,11 +31,13 @@ TOKEN_HEADER = "Consistency-Token"
 _TOKEN = re.compile(r"[0-9A-F]{16}")
 PRIMARY_POSITION = text("SELECT pg_current_wal_lsn() - '0/0'")
 # How far a replica has replayed, and how many seconds its replay trails the primary (0 when it
-# has replayed everything it received). A primary given as a replica is as new as can be.
+# has replayed everything it received). A primary given as a replica is as new as can be. After
+# a restart a replica receives from the start of a WAL segment, behind what it replayed already:
+# its receive position is then <= (not =) its replay position until new WAL arrives.
 REPLICA_POSITION = text(
     "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
     "ELSE pg_current_wal_lsn() END - '0/0', "
-    "CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() "
+    "CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() "
     "THEN 0 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
 )
 T = TypeVar("T")
