@@ -116,15 +116,11 @@ def pair(pg_pair: PgCluster) -> PgCluster:
     return pg_pair
 
 
-def make_app(cluster: PgCluster, *, replica: bool = True, **settings: Any) -> FastAPI:
+def make_app(cluster: PgCluster, **settings: Any) -> FastAPI:
     """An app (a server process) writing to the primary and reading from the replica."""
+    settings.setdefault("read_database_url", cluster.url("replica", DATABASE))
     return create_app(
-        Settings(
-            database_url=cluster.url("primary", DATABASE),
-            read_database_url=cluster.url("replica", DATABASE) if replica else None,
-            access_log=False,
-            **settings,
-        )
+        Settings(database_url=cluster.url("primary", DATABASE), access_log=False, **settings)
     )
 
 
@@ -425,6 +421,50 @@ async def test_a_token_the_replica_has_passed_is_served_by_it_however_far_it_lag
         assert listed.json() == [old.json()]
         assert len(on_replica) == 1, "a read with a token the replica has passed went elsewhere"
         assert len(on_primary) == 1  # the token-less page: the replica lags more than 0.05 s
+
+
+async def test_a_token_read_waits_a_moment_for_the_replica(pair: PgCluster) -> None:
+    """A replica a little behind a token is waited for (up to HEROES_READ_FRESH_WAIT), so the
+    read still runs on it; with no wait allowed, the read goes to the primary at once."""
+    await asyncio.to_thread(pair.set_replica_delay, 100)
+    impatient_app = make_app(pair, read_fresh_wait=0)
+    async with (
+        two_processes(pair, read_fresh_wait=DEADLINE_SECONDS) as (writer, waits),
+        running_client(impatient_app) as client,
+    ):
+        impatient = Process(impatient_app, client)
+        for reader, served_by in ((waits, "replica"), (impatient, "primary")) * 3:
+            created = await writer.client.post("/heroes/", json={"name": "A", "secret_name": "s"})
+            url = f"/heroes/{created.json()['id']}"
+            with (
+                hero_selects(reader.read_engine) as on_replica,
+                hero_selects(reader.state.engine) as on_primary,
+            ):
+                read = await reader.client.get(url, headers=tokened(created))
+            assert read.json() == created.json()
+            assert (len(on_replica), len(on_primary)) == (
+                (1, 0) if served_by == "replica" else (0, 1)
+            )
+
+
+async def test_an_empty_patch_is_checked_against_the_primary(pair: PgCluster) -> None:
+    """``PATCH {}`` writes nothing but answers under ``If-Match`` like a write: against the
+    hero as it is, never as a lagging replica still shows it."""
+    await asyncio.to_thread(pair.set_replica_delay, LAG_MS)
+    async with two_processes(pair) as (writer, other):
+        hero = await make_hero(writer.client)
+        url = f"/heroes/{hero['id']}"
+        first = await writer.client.get(url)
+        await asyncio.to_thread(catch_up, pair)
+        patched = await writer.client.patch(url, json={"age": 99})
+        created = await writer.client.post("/heroes/", json={"name": "N", "secret_name": "s"})
+        stale = await other.client.patch(url, json={}, headers={"If-Match": first.headers["etag"]})
+        current = await other.client.patch(url, json={}, headers=tokened(patched))
+        new = await other.client.patch(f"/heroes/{created.json()['id']}", json={})
+        assert replayed(pair) < parse_token(patched.headers[TOKEN_HEADER])  # still lagging
+    assert stale.status_code == 412, stale.text  # the hero changed since that ETag
+    assert (current.json(), current.headers["etag"]) == (patched.json(), patched.headers["etag"])
+    assert new.json() == created.json()
 
 
 # --- 4. the replica stopped and started under read load -------------------------------------

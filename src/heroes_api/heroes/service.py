@@ -135,7 +135,11 @@ class HeroService:
         """``versions``: what ``If-Match`` allows the hero to be at (None: any)."""
         changes = hero_in.model_dump(exclude_unset=True)
         if not changes:  # nothing to write (nor to store): a read, still under the precondition
-            found = await self.get(hero_id)
+            # On the primary, as a write's reads are: a replica may not show the hero yet, or
+            # show an older version that If-Match would wrongly accept.
+            found = await (
+                self.get(hero_id) if self._replica is None else self._get_primary(hero_id)
+            )
             if versions is not None and found.version not in versions:
                 raise PreconditionFailed
             return found
@@ -158,6 +162,12 @@ class HeroService:
         await self._reads.close()
         await self._pages.close()
         await self._writes.close()
+
+    async def _get_primary(self, hero_id: int) -> VersionedRow:
+        (found,) = await self._read_batch([hero_id])
+        if found is None:
+            raise HeroNotFound
+        return found
 
     async def _read_batch(self, ids: Sequence[int]) -> list[VersionedRow | None]:
         with translate_errors():
