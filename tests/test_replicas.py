@@ -31,7 +31,7 @@ from heroes_api.config import Settings
 from heroes_api.replicas import REPLICA_POSITION, TOKEN_HEADER, parse_token, token
 from heroes_api.state import AppState, app_state
 from tests.helpers import hero_selects, make_hero, running_client, scrape, value
-from tests.pg_cluster import PgCluster, PgServer
+from tests.pg_cluster import SERVER_USER, PgCluster, PgServer, _bindir, _run
 
 pytestmark = pytest.mark.slow
 
@@ -465,6 +465,61 @@ async def test_an_empty_patch_is_checked_against_the_primary(pair: PgCluster) ->
     assert stale.status_code == 412, stale.text  # the hero changed since that ETag
     assert (current.json(), current.headers["etag"]) == (patched.json(), patched.headers["etag"])
     assert new.json() == created.json()
+
+
+def add_replica(cluster: PgCluster, name: str) -> PgServer:
+    """Another replica streaming from the cluster's primary (stop it with ``close()``)."""
+    server = PgServer(name, cluster.root)
+    conninfo = (
+        f"host=127.0.0.1 port={cluster.primary.port} user={SERVER_USER} application_name={name}"
+    )
+    basebackup = [str(_bindir() / "pg_basebackup"), "-D", str(server.data_dir), "-R"]
+    fast = ["-X", "stream", "--checkpoint=fast", "--no-sync"]
+    _run([*basebackup, *fast, "-d", conninfo], cwd=cluster.root)
+    server.configure(port=server.port)
+    server.start()
+    return server
+
+
+async def test_a_token_is_checked_on_the_replica_that_answers(pair: PgCluster) -> None:
+    """Two replicas in a multi-host URL, the second far behind the first: once the first fails
+    and reads go to the second, a token the first had passed is not taken as passed there."""
+    behind = await asyncio.to_thread(add_replica, pair, "behind")
+    try:
+        behind.query(f"ALTER SYSTEM SET recovery_min_apply_delay = '{DEADLINE_SECONDS}s'")
+        behind.query("SELECT pg_reload_conf()")
+        hosts = f"host=127.0.0.1:{pair.replica.port}&host=127.0.0.1:{behind.port}"
+        replicas = f"postgresql+asyncpg://{SERVER_USER}@/{DATABASE}?{hosts}"
+        async with (
+            running_client(make_app(pair)) as writer,
+            running_client(make_app(pair, read_database_url=replicas)) as reader,
+        ):
+            created = await writer.post("/heroes/", json={"name": "A", "secret_name": "s"})
+            url = f"/heroes/{created.json()['id']}"
+            await asyncio.to_thread(catch_up, pair)  # the first replica, not the one behind
+            assert (await reader.get(url, headers=tokened(created))).json() == created.json()
+            await asyncio.to_thread(pair.stop_replica)
+            reads = [await reader.get(url, headers=tokened(created))]
+            # The first replica's connections failed: the reads try again after a second.
+            assert (await reader.get("/heroes/999999")).status_code == 404
+
+            async def on_the_replica_behind() -> bool:
+                answered = await asyncio.to_thread(
+                    behind.query,
+                    f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{DATABASE}' "
+                    "AND application_name = 'heroes_api'",
+                )
+                reads.append(await reader.get(url, headers=tokened(created)))
+                return answered != "0"
+
+            await wait_until(on_the_replica_behind, "reads on the replica behind")
+            for _ in range(5):
+                reads.append(await reader.get(url, headers=tokened(created)))
+        stale = [read.status_code for read in reads if read.status_code != 200]
+        print(f"two replicas: {len(stale)} of {len(reads)} token reads stale")
+        assert stale == []
+    finally:
+        behind.close()
 
 
 # --- 4. the replica stopped and started under read load -------------------------------------
