@@ -4,7 +4,8 @@ Each test builds its own throwaway primary and replica (``pg_pair``, tests/pg_cl
 runs apps in this process on them. Two apps on the same databases stand for two server
 processes: writes go to one (``writer``), reads to the other (``reader``), which has committed
 nothing itself, so only a ``Consistency-Token`` tells it how new its answer must be. The
-replica's lag is real: ``recovery_min_apply_delay`` holds back every COMMIT it replays.
+replica's lag is real: ``recovery_min_apply_delay`` holds back every COMMIT it replays. One
+test adds a second replica, far behind, behind a multi-host URL.
 
 Which server answered is shown by the servers' own statistics (``pg_stat_user_tables``: a hot
 standby counts the scans its queries make) and by the statements each of the app's engines
