@@ -106,7 +106,11 @@ class HeroService:
         """``versions``: what ``If-Match`` allows the hero to be at (None: any)."""
         changes = hero_in.model_dump(exclude_unset=True)
         if not changes:  # nothing to write (nor to store): a read, still under the precondition
-            found = await self.get(hero_id)
+            # On the primary, as a write's reads are: a replica may not show the hero yet, or
+            # show an older version that If-Match would wrongly accept.
+            found = await (
+                self.get(hero_id) if self._replica is None else self._get_primary(hero_id)
+            )
             if versions is not None and found.version not in versions:
                 raise PreconditionFailed
             return found
@@ -129,6 +133,12 @@ class HeroService:
         await self._reads.close()
         await self._pages.close()
         await self._writes.close()
+
+    async def _get_primary(self, hero_id: int) -> VersionedRow:
+        (found,) = await self._read_batch([hero_id])
+        if found is None:
+            raise HeroNotFound
+        return found
 
     async def _read_batch(self, ids: Sequence[int]) -> list[VersionedRow | None]:
         with translate_errors():
@@ -153,8 +163,7 @@ class HeroService:
         async def query(session: AsyncSession, fresh: list[int]) -> dict[int, VersionedRow]:
             return await repository.get_heroes(session, {reads[i][0] for i in fresh})
 
-        needs = self._replica.need([token for _, token in reads])
-        fresh, on_replica = await self._replica.read(needs, query)
+        fresh, on_replica = await self._replica.read([token for _, token in reads], query)
         replicated = set(fresh)
         rest = [hero_id for i, (hero_id, _) in enumerate(reads) if i not in replicated]
         on_primary = dict(zip(rest, await self._read_batch(rest), strict=True)) if rest else {}
@@ -172,8 +181,7 @@ class HeroService:
             distinct = list(dict.fromkeys(reads[i][0] for i in fresh))
             return dict(zip(distinct, await repository.list_pages(session, distinct), strict=True))
 
-        needs = self._replica.need([token for _, token in reads])
-        fresh, on_replica = await self._replica.read(needs, query)
+        fresh, on_replica = await self._replica.read([token for _, token in reads], query)
         replicated = set(fresh)
         rest = [page for i, (page, _) in enumerate(reads) if i not in replicated]
         on_primary = dict(zip(rest, await self._page_batch(rest), strict=True)) if rest else {}
