@@ -107,6 +107,18 @@ async def test_a_batch_with_a_key_twice_asking_different_things(client: httpx.As
     assert len(await read_all_heroes(client)) == 1
 
 
+async def test_an_empty_patch_writes_nothing_but_still_honours_its_key(
+    client: httpx.AsyncClient,
+) -> None:
+    hero = (await client.post("/heroes/", json=HERO, headers=keyed("used"))).json()
+    reused = await client.patch(f"/heroes/{hero['id']}", json={}, headers=keyed("used"))
+    assert (reused.status_code, reused.json()) == (422, REUSED)
+    fresh = await client.patch(f"/heroes/{hero['id']}", json={}, headers=keyed("unused"))
+    again = await client.patch(f"/heroes/{hero['id']}", json={}, headers=keyed("unused"))
+    assert fresh.json() == again.json() == hero  # a read: nothing stored, nothing replayed
+    assert "idempotent-replayed" not in again.headers
+
+
 async def test_a_failure_is_not_stored_and_the_key_may_be_used_again(
     client: httpx.AsyncClient,
 ) -> None:

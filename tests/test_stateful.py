@@ -13,10 +13,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
+    MultipleResults,
     RuleBasedStateMachine,
     invariant,
+    multiple,
     rule,
     run_state_machine_as_test,
+)
+from hypothesis.stateful import (
+    precondition as only_if,
 )
 
 from heroes_api.app import create_app
@@ -56,6 +61,9 @@ junk = st.one_of(
 
 
 JSON = {"content-type": "application/json"}
+# A few Idempotency-Keys, so that they repeat; the quoted form is the same key.
+idempotency_keys = st.sampled_from(["key-a", '"key-a"', "key-b", "key-c"])
+REUSED = {"detail": "Idempotency-Key was already used for a different request"}
 KINDS = ["current", "stale", "future", "star", "weak"]
 
 
@@ -102,6 +110,10 @@ class HeroesMachine(RuleBasedStateMachine):
         super().__init__()
         self.model: dict[int, dict[str, Any]] = {}
         self.versions: dict[int, int] = {}
+        # Each Idempotency-Key's request and the answer stored for it: (request, body, ETag).
+        self.answers: dict[str, tuple[Any, bytes, str | None]] = {}
+        # The last keyed write, to send again as a client's retry would: (key, request, args).
+        self.last_keyed: tuple[str, Any, dict[str, Any]] | None = None
         self.resources = ExitStack()
         try:
             url = self.databases.create()
@@ -143,7 +155,9 @@ class HeroesMachine(RuleBasedStateMachine):
 
     @rule(target=heroes, body=creates)
     def create(self, body: dict[str, Any]) -> int:
-        response = self.client.post("/heroes/", json=body)
+        return self.created(body, self.client.post("/heroes/", json=body))
+
+    def created(self, body: dict[str, Any], response: httpx.Response) -> int:
         assert response.status_code == 200, response.text
         hero = response.json()
         assert hero == {"id": hero["id"], "name": body["name"], "age": body.get("age")}
@@ -231,7 +245,9 @@ class HeroesMachine(RuleBasedStateMachine):
 
     @rule(hero_id=heroes, change=updates)
     def patch(self, hero_id: int, change: dict[str, Any]) -> None:
-        response = self.client.patch(f"/heroes/{hero_id}", json=change)
+        self.patched(hero_id, change, self.client.patch(f"/heroes/{hero_id}", json=change))
+
+    def patched(self, hero_id: int, change: dict[str, Any], response: httpx.Response) -> None:
         if hero_id not in self.model:
             assert response.status_code == 404
             return
@@ -276,12 +292,87 @@ class HeroesMachine(RuleBasedStateMachine):
 
     @rule(hero_id=heroes)
     def delete(self, hero_id: int) -> None:
-        response = self.client.delete(f"/heroes/{hero_id}")
+        self.deleted(hero_id, self.client.delete(f"/heroes/{hero_id}"))
+
+    def deleted(self, hero_id: int, response: httpx.Response) -> None:
         if self.model.pop(hero_id, None) is None:
             assert response.status_code == 404
         else:
             assert response.json() == {"ok": True}
             del self.versions[hero_id]
+
+    def keyed(self, key: str, request: Any, response: httpx.Response) -> bool:
+        """Checks a keyed write's answer against what the key holds; True when the write ran as
+        an unkeyed one would (its answer is then checked by the caller, and stored here if the
+        write succeeded: ``store``)."""
+        stored = self.answers.get(key.strip('"'))
+        if stored is None:
+            assert "idempotent-replayed" not in response.headers
+            return True
+        first_request, body, etag = stored
+        if first_request != request:
+            assert (response.status_code, response.json()) == (422, REUSED)
+        else:  # the first answer, byte for byte, even if the hero has changed or gone since
+            assert (response.status_code, response.content) == (200, body)
+            assert response.headers.get("etag") == etag
+            assert response.headers["idempotent-replayed"] == "true"
+        return False
+
+    def send_keyed(self, key: str, request: Any, **args: Any) -> httpx.Response:
+        self.last_keyed = (key, request, args)
+        return self.client.request(**args, headers={"Idempotency-Key": key})
+
+    @only_if(lambda self: self.last_keyed is not None)
+    @rule()
+    def retry_last_keyed(self) -> None:
+        """The last keyed write again, as a client retries one whose answer it lost: once it
+        succeeded, the first answer comes back and nothing changes (else it runs again)."""
+        assert self.last_keyed is not None
+        key, request, args = self.last_keyed
+        response = self.client.request(**args, headers={"Idempotency-Key": key})
+        if not self.keyed(key, request, response):
+            return
+        method = request[0]
+        if method == "POST":
+            self.created(args["json"], response)
+        elif method == "PATCH":
+            self.patched(request[1], args["json"], response)
+        else:
+            self.deleted(request[1], response)
+        if method != "PATCH" or args["json"]:
+            self.store(key, request, response)
+
+    def store(self, key: str, request: Any, response: httpx.Response) -> None:
+        if response.status_code == 200:  # only successes are kept
+            self.answers[key.strip('"')] = (request, response.content, response.headers.get("etag"))
+
+    @rule(target=heroes, key=idempotency_keys, body=creates)
+    def keyed_create(self, key: str, body: dict[str, Any]) -> MultipleResults[int]:
+        request = ("POST", body["name"], body.get("age"), body["secret_name"])
+        response = self.send_keyed(key, request, method="POST", url="/heroes/", json=body)
+        if not self.keyed(key, request, response):
+            return multiple()
+        hero_id = self.created(body, response)
+        self.store(key, request, response)
+        return multiple(hero_id)
+
+    @rule(key=idempotency_keys, hero_id=heroes, change=updates)
+    def keyed_patch(self, key: str, hero_id: int, change: dict[str, Any]) -> None:
+        request = ("PATCH", hero_id, frozenset(change.items()))
+        url = f"/heroes/{hero_id}"
+        response = self.send_keyed(key, request, method="PATCH", url=url, json=change)
+        if self.keyed(key, request, response):
+            self.patched(hero_id, change, response)
+            if change:  # a PATCH that changes nothing writes (and keeps) nothing
+                self.store(key, request, response)
+
+    @rule(key=idempotency_keys, hero_id=heroes)
+    def keyed_delete(self, key: str, hero_id: int) -> None:
+        request = ("DELETE", hero_id)
+        response = self.send_keyed(key, request, method="DELETE", url=f"/heroes/{hero_id}")
+        if self.keyed(key, request, response):
+            self.deleted(hero_id, response)
+            self.store(key, request, response)
 
     @invariant()
     def holds_exactly_the_model(self) -> None:

@@ -18,7 +18,7 @@ from heroes_api.heroes import repository
 from heroes_api.heroes.errors import IdempotencyKeyReused
 from heroes_api.heroes.etags import etag
 from heroes_api.heroes.repository import Delete, VersionedRow, Write, keys
-from heroes_api.heroes.repository.keys import KeyId, StoredAnswer
+from heroes_api.heroes.repository.keys import KeyId, RequestKey, StoredAnswer
 
 # Expired keys are deleted in the write transactions, at most this many at a time, at most once
 # every PURGE_EVERY seconds: steady traffic keeps the table at about a TTL's worth of keys.
@@ -52,6 +52,17 @@ class KeyedWrites:
         self.clock: Callable[[], float] = time.time
         self._purged_at = float("-inf")
 
+    async def stored(self, session: AsyncSession, key: RequestKey) -> Answer | None:
+        """The answer ``key`` holds for this request (replayed), or None when it holds none;
+        ``IdempotencyKeyReused`` when it holds one for another request."""
+        answer = (await keys.find(session, [key.id])).get(key.id)
+        if answer is None or answer.created <= self.clock() - self.ttl:
+            return None
+        replay = _replay(answer, key)
+        if isinstance(replay, IdempotencyKeyReused):
+            raise replay
+        return replay
+
     async def apply(
         self, session: AsyncSession, writes: Sequence[Write], lookup: bool
     ) -> Sequence[Written | Exception]:
@@ -76,10 +87,8 @@ class KeyedWrites:
             elif answer.created <= now - self.ttl:  # as if never used
                 expired.append(key.id)
                 fresh.append(i)
-            elif answer.fingerprint != key.fingerprint:
-                results[i] = IdempotencyKeyReused()
             else:
-                results[i] = Answer(answer.status, answer.body, answer.etag, replayed=True)
+                results[i] = _replay(answer, key)
         if expired:
             await keys.forget(session, expired)
         written = await repository.apply_writes(session, [writes[i] for i in fresh])
@@ -104,6 +113,13 @@ class KeyedWrites:
             self._purged_at = now
             await keys.purge(session, now - self.ttl, PURGE_LIMIT)
         return results
+
+
+def _replay(answer: StoredAnswer, key: RequestKey) -> Answer | IdempotencyKeyReused:
+    """A live stored answer, replayed to a repeat of its request; another request's: a 422."""
+    if answer.fingerprint != key.fingerprint:
+        return IdempotencyKeyReused()
+    return Answer(answer.status, answer.body, answer.etag, replayed=True)
 
 
 class KeyTaken(Exception):

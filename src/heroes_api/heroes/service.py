@@ -106,6 +106,8 @@ class HeroService:
         """``versions``: what ``If-Match`` allows the hero to be at (None: any)."""
         changes = hero_in.model_dump(exclude_unset=True)
         if not changes:  # nothing to write (nor to store): a read, still under the precondition
+            if key is not None and (answer := await self._stored_answer(key)) is not None:
+                return answer  # the key's first answer; a different request's key: a 422
             # On the primary, as a write's reads are: a replica may not show the hero yet, or
             # show an older version that If-Match would wrongly accept.
             found = await (
@@ -115,6 +117,12 @@ class HeroService:
                 raise PreconditionFailed
             return found
         return _or_not_found(await self._writes(Update(hero_id, changes, versions, key)))
+
+    async def _stored_answer(self, key: RequestKey) -> Answer | None:
+        """What a key holds, for a keyed request that writes nothing (an empty PATCH)."""
+        with translate_errors():
+            async with self._write_sessions() as session:
+                return await self.keyed.stored(session, key)
 
     async def delete(
         self, hero_id: int, versions: frozenset[int] | None = None, key: RequestKey | None = None
