@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -74,6 +74,23 @@ def free_port() -> int:
         return port
 
 
+def wait_until_healthy(
+    process: "subprocess.Popen[bytes]", base_url: str, log: Callable[[], str], what: str
+) -> None:
+    """Poll ``/health`` until it answers 200 (bounded); the log if the process exits first."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not healthy after {STARTUP_TIMEOUT_SECONDS}s:\n{log()}")
+
+
 class Server:
     """``make run``'s uvicorn command on 127.0.0.1 in its own process, logging to a file; with
     several workers, their metrics (prometheus-client multiprocess mode) in a directory of its
@@ -120,18 +137,8 @@ class Server:
         return self
 
     def _wait_until_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT_SECONDS}s:\n{self.log()}")
+        assert self.process is not None
+        wait_until_healthy(self.process, self.base_url, self.log, "server")
 
     def client(self, connections: int = 10) -> httpx.AsyncClient:
         """A client for this server. Its idle connections expire after 1 s, well before the

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from heroes_api import serve
 from tests.databases import ROOT
-from tests.servers import STARTUP_TIMEOUT_SECONDS, clean_env, free_port
+from tests.servers import STARTUP_TIMEOUT_SECONDS, clean_env, free_port, wait_until_healthy
 
 STOP_TIMEOUT_SECONDS = 40.0  # uvicorn's graceful shutdown allows requests 30 s
 
@@ -46,17 +46,7 @@ class MakeRun:
         return self.log_path.read_text(errors="replace")
 
     def wait_until_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"make run exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"make run not healthy after {STARTUP_TIMEOUT_SECONDS}s:\n{self.log()}")
+        wait_until_healthy(self.process, self.base_url, self.log, "make run")
 
     def group_alive(self) -> bool:
         """Whether any process of make's group (make, uvicorn, its workers) is still there."""
