@@ -134,7 +134,8 @@ class Settings(BaseSettings):
     # statement timeout, on a pinged one the ping and a reconnect (2 x connect), on a new one the
     # connect timeout; 3 s and 2 s make the first 503 come within 4 s, the next in 2 s (were 10 s
     # and 5 s: 12 s, then 5 s each). One connect timeout covers the whole host list of a
-    # multi-host URL. Raise the statement timeout for slow statements (this service has none).
+    # multi-host URL. Raise the statement timeout for slow statements (batches near the largest
+    # HEROES_BATCH_MAX_SIZE on a busy server can take seconds; the default 256 takes milliseconds).
     db_command_timeout: float = Field(default=3.0, gt=0)
     db_connect_timeout: float = Field(default=2.0, gt=0)
     # false: no prepared statements are cached or reused (asyncpg's statement cache and

@@ -19,13 +19,16 @@ class OpenWritesWarning:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.warned = False
+        self.seen: set[str] = set()  # addresses already judged: a server listens on few
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.warned and scope["type"] == "http":
             host = (scope.get("server") or ("",))[0]
-            if _is_public(host):
-                self.warned = True
-                logger.warning(OPEN_WRITES, host)
+            if host not in self.seen:
+                self.seen.add(host)
+                if _is_public(host):
+                    self.warned = True
+                    logger.warning(OPEN_WRITES, host)
         await self.app(scope, receive, send)
 
 

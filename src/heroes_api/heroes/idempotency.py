@@ -8,6 +8,7 @@ nothing here runs beyond one scan of the request's headers.
 
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request, Response
@@ -74,9 +75,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def request_key(request: Request, target: str, body: Any = None) -> RequestKey | None:
+def request_key(
+    request: Request, target: str, body: Callable[[], Any] = lambda: None
+) -> RequestKey | None:
     """The write's key, scope and fingerprint, or None without the header. ``target``: the
-    method, route and hero the write is for; ``body``: its validated body."""
+    method, route and hero the write is for; ``body()``: its validated body (asked for only
+    when there is a key)."""
     values = [value for name, value in request.scope["headers"] if name == _RAW]
     if not values:
         return None
@@ -86,7 +90,7 @@ def request_key(request: Request, target: str, body: Any = None) -> RequestKey |
     if len(values) > 1 or not (quoted or _BARE.fullmatch(key)):
         error = {"type": "value_error", "loc": ("header", HEADER), "msg": f"{HEADER} {MUST}"}
         raise RequestValidationError([error])
-    fingerprint = hashlib.sha256(target.encode() + b"\0" + to_json(body)).hexdigest()
+    fingerprint = hashlib.sha256(target.encode() + b"\0" + to_json(body())).hexdigest()
     return RequestKey(_scope(request), key, fingerprint)
 
 

