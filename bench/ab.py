@@ -16,6 +16,10 @@ first; writes ``bench/results/<time>-ab-<label>.{json,md}``.
 by that revision's own migrations, so code from before a migration can be measured against code
 after it (``--code`` serves another ``src`` on a database migrated by this checkout).
 
+``{database_url}`` in a variant's setting is that variant's database URL:
+``--variant replica:HEROES_READ_DATABASE_URL={database_url}`` routes reads through a read
+database that is the primary itself (the cost of the routing, without replication).
+
 ``BENCH_AUTHORIZATION`` in a variant's environment is sent as the ``Authorization`` header of
 every request (API keys, issue 11).
 """
@@ -122,7 +126,10 @@ def main() -> None:
                 database.create()
             database.seed(SEED_ROWS)
             databases.append(database)
-            server_env = {"HEROES_DATABASE_URL": database.url, **env}
+            # "{database_url}" in a variant's value: its own database's URL (a read database
+            # that is the primary itself measures what routing reads costs).
+            own = {k: v.replace("{database_url}", database.url) for k, v in env.items()}
+            server_env = {"HEROES_DATABASE_URL": database.url, **own}
             if name in code:
                 server_env["PYTHONPATH"] = code[name]
             servers[name] = serve(SERVICE, server_env, SEED_ROWS, args.port + number)
