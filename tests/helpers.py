@@ -1,6 +1,8 @@
 """The helpers tests share: clients, test data made through the public API, metrics scrapes,
 statement recorders. Test modules import from here, never from each other."""
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from typing import Any, Protocol
@@ -32,6 +34,28 @@ async def running_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """A client on the app with its lifespan running: schema check first, engines disposed last."""
     async with LifespanManager(app) as manager, asgi_client(manager.app) as client:
         yield client
+
+
+@asynccontextmanager
+async def aiosqlite_threads_joined() -> AsyncIterator[None]:
+    """Wait, before the block ends, for every aiosqlite worker thread started in it to exit: the
+    block must close (or dispose of) whatever connections it opened.
+
+    aiosqlite answers a failed connect by telling its worker thread to stop, with the answer due
+    on the running event loop, and does not wait for it (aiosqlite#241, unfixed in 0.22.1). A test
+    that ends first closes its loop under the thread, which dies with "Event loop is closed", and
+    pytest reports that as an error in whichever test is running by then.
+    """
+    before = set(threading.enumerate())
+    yield
+    started = [
+        thread
+        for thread in threading.enumerate()
+        if thread not in before and thread.name.endswith("(_connection_worker_thread)")
+    ]
+    for thread in started:
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive(), f"{thread.name} outlived its connection"
 
 
 class MakeClient(Protocol):

@@ -19,7 +19,7 @@ from heroes_api.config import Settings, get_settings, to_async_url
 from heroes_api.db import SCHEMA_REVISION
 from heroes_api.state import app_state
 from tests.databases import ROOT, SqliteDatabases, alembic_config, migrate
-from tests.helpers import asgi_client, running_client
+from tests.helpers import aiosqlite_threads_joined, asgi_client, running_client
 
 
 @pytest.mark.parametrize(
@@ -178,10 +178,10 @@ async def test_database_behind_head_fails_health(database_url: str, app: FastAPI
 async def test_unreachable_database_is_503(tmp_path: Any) -> None:
     missing = tmp_path / "no-such-dir" / "heroes.db"
     app = create_app(Settings(database_url=f"sqlite:///{missing}"))
-    async with asgi_client(app) as client:
+    async with aiosqlite_threads_joined(), asgi_client(app) as client:
         health = await client.get("/health")
         read = await client.get("/heroes/1")
-    await app_state(app).engine.dispose()
+        await app_state(app).engine.dispose()
     assert health.status_code == 503
     assert health.json() == {"status": "unavailable", "detail": "database unreachable"}
     assert read.status_code == 503

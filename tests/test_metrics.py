@@ -10,7 +10,16 @@ from fastapi import FastAPI
 from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.state import app_state
-from tests.helpers import MakeClient, Samples, asgi_client, make_hero, requests, scrape, value
+from tests.helpers import (
+    MakeClient,
+    Samples,
+    aiosqlite_threads_joined,
+    asgi_client,
+    make_hero,
+    requests,
+    scrape,
+    value,
+)
 
 
 async def test_counters_move_by_exactly_the_requests_made(client: httpx.AsyncClient) -> None:
@@ -111,11 +120,11 @@ async def test_database_errors_are_counted_by_class_and_status(
 
 async def test_an_unreachable_database_is_counted(tmp_path: object) -> None:
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path}/no-such-dir/heroes.db"))
-    async with asgi_client(app) as client:
+    async with aiosqlite_threads_joined(), asgi_client(app) as client:
         assert (await client.get("/health")).status_code == 503
         assert (await client.get("/heroes/1")).status_code == 503
         samples = await scrape(client)
-    await app_state(app).engine.dispose()
+        await app_state(app).engine.dispose()
     assert value(samples, "heroes_db_errors_total", error="OperationalError", status="503") == 2
 
 
