@@ -35,7 +35,7 @@ case " $(SUPPORTED_PYTHONS) " in \
 esac
 endef
 
-.PHONY: install install-dev python serve-flags run test test-fast lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-lock
+.PHONY: install install-dev python serve-flags run test test-fast lint format lock clean bench soak bench-wrk bench-profile bench-layers bench-dataloader bench-ab bench-patroni bench-lock
 
 # Two locks: requirements.lock pins what serving needs ([project] dependencies), and
 # requirements-dev.lock adds the dev extra (tests, linters) at the same pins. `make install` and
@@ -126,6 +126,11 @@ bench-dataloader: $(VENV)/.bench-installed bench-wrk
 # A against B in one interleaved run (bench/ab.py): what a setting or a code change costs.
 bench-ab: $(VENV)/.bench-installed bench-wrk
 	$(BIN)/python -m bench.ab $(BENCH_ARGS)
+
+# A Patroni + etcd failover drill under write load (bench/patroni_drill.py): installs patroni and
+# etcd-server with apt when missing (as root), runs everything on free ports in a temporary folder.
+bench-patroni: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.patroni_drill $(BENCH_ARGS)
 
 bench-lock: install
 	$(BIN)/python -m pip install --quiet pip-tools
