@@ -13,8 +13,8 @@ postmaster's children all get SIGKILL. Patroni's lock in etcd expires after at m
 seconds and the replica takes it and promotes itself. The load goes on for ``--after`` seconds
 after the first write the new primary acknowledges; then every acknowledged hero must be on the
 new primary exactly once. Prints the timeline and writes ``bench/results/<date>-patroni.json``.
-Exits 1 if a write was lost, duplicated or answered with an unexpected status, or if the
-service logged a traceback.
+Exits 1 if a write was lost or duplicated, a row was never acknowledged, a write was answered
+with an unexpected status, or the service logged a traceback.
 """
 
 import argparse
@@ -378,7 +378,8 @@ def main() -> None:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path.relative_to(RESULTS.parent.parent)}")
     checks, tracebacks = result["verified"], result["service_tracebacks"]
-    if any((checks["missing"], checks["duplicated"], result["unexpected"], tracebacks)):
+    failures = (checks["missing"], checks["duplicated"], checks["never_acknowledged"])
+    if any(failures) or result["unexpected"] or tracebacks:
         sys.exit(1)
 
 
