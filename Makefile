@@ -70,14 +70,18 @@ run: install
 serve-flags:
 	@echo "$(SERVE_FLAGS)"
 
+# Test processes (pytest-xdist): two, as many as CI's machine has cores; TEST_JOBS=auto takes one
+# per core, TEST_JOBS=0 runs in this process alone (for pdb and print debugging).
+TEST_JOBS ?= 2
+
 # The whole suite with coverage enforced; --durations names the slowest tests in CI's output.
 test: install-dev
-	$(BIN)/pytest --durations=25 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --durations=25 $(PYTEST_ARGS)
 
 # The edit-test loop: everything but the tests marked slow (real servers, deploys, property and
 # schema runs, query plans), without coverage. `make test` still runs them all.
 test-fast: install-dev
-	$(BIN)/pytest --no-cov -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --no-cov -m "not slow" $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

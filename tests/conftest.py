@@ -12,12 +12,17 @@ from fastapi import FastAPI
 from heroes_api.app import create_app
 from heroes_api.config import Settings
 from heroes_api.state import app_state
-from tests.databases import Databases, PostgresDatabases, SqliteDatabases, postgres_server_url
+from tests.databases import (
+    NO_POSTGRES,
+    Databases,
+    PostgresDatabases,
+    SqliteDatabases,
+    postgres_server_url,
+)
 from tests.helpers import MakeApp, MakeClient, failing_app, running_client
 
 # Throwaway PostgreSQL clusters and PgBouncer (tests/pg_cluster.py): pg_primary, pg_pair.
 pytest_plugins = ["tests.pg_fixtures"]
-_skip_reasons: list[str] = []
 # A developer's settings must not reach the tests: neither HEROES_ variables (but the suite's own
 # HEROES_TEST_ ones) nor a .env, here or in the servers the tests start (they inherit this
 # environment). Nothing imported above reads settings; tests build their Settings explicitly.
@@ -38,7 +43,6 @@ def sqlite_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sqlit
 def postgres_databases() -> Iterator[PostgresDatabases]:
     server_url, reason = postgres_server_url()
     if server_url is None:
-        _skip_reasons.append(reason)
         pytest.skip(reason)
     backend = PostgresDatabases(server_url)
     yield backend
@@ -114,7 +118,14 @@ async def make_client(make_app: MakeApp) -> AsyncIterator[MakeClient]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for reason in dict.fromkeys(_skip_reasons):
+    """Why the PostgreSQL half did not run, once, from the skipped tests' reports (which reach
+    this process from ``make test``'s worker processes too)."""
+    reasons = {
+        str(report.longrepr[2]).removeprefix("Skipped: ")
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and NO_POSTGRES in str(report.longrepr[2])
+    }
+    for reason in sorted(reasons):
         terminalreporter.write_line(f"PostgreSQL tests skipped: {reason}", yellow=True)
 
 

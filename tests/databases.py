@@ -24,6 +24,7 @@ from heroes_api.config import to_async_url
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL_VARIABLE = "HEROES_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+NO_POSTGRES = "no PostgreSQL at"  # how a skip for want of PostgreSQL begins
 
 
 def alembic_config(url: str) -> Config:
@@ -163,7 +164,7 @@ def postgres_server_url() -> tuple[str | None, str]:
         if url:
             raise RuntimeError(f"{POSTGRES_URL_VARIABLE}={url} is set but unreachable") from exc
         return None, (
-            f"no PostgreSQL at {DEFAULT_POSTGRES_URL} ({exc.__class__.__name__}) and "
+            f"{NO_POSTGRES} {DEFAULT_POSTGRES_URL} ({exc.__class__.__name__}) and "
             f"{POSTGRES_URL_VARIABLE} is unset"
         )
     return candidate, ""

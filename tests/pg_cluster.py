@@ -298,6 +298,14 @@ class PgCluster:
         self.replica.query(f"ALTER SYSTEM SET recovery_min_apply_delay = '{milliseconds}ms'")
         self.replica.query("SELECT pg_reload_conf()")
 
+    def pause_replay(self) -> None:
+        """The replica goes on receiving WAL but replays none of what arrives from now on, however
+        long it waits (``pg_wal_replay_pause``: checked before each record it would replay)."""
+        self.replica.query("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.replica.query("SELECT pg_wal_replay_resume()")
+
     def stop_replica(self) -> None:
         self.replica.stop()
 

@@ -101,6 +101,33 @@ def test_tests_never_see_a_developers_env_or_environment(tmp_path: Path) -> None
     assert "1 passed" in result.stdout
 
 
+@pytest.mark.slow
+def test_without_postgresql_its_half_is_skipped_and_the_run_says_why(tmp_path: Path) -> None:
+    """Where no PostgreSQL answers (a fresh laptop), its half of a test is skipped and the end of
+    the run says why, once, with the tests in worker processes as ``make test`` runs them; with
+    HEROES_TEST_REQUIRE_ALL (CI), the skip fails the run."""
+    (tmp_path / "no_postgres.py").write_text(
+        "import tests.databases\n"
+        "tests.databases.DEFAULT_POSTGRES_URL = 'postgresql+asyncpg://postgres@127.0.0.1:1/x'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEROES_TEST_", "PYTEST_"))}
+    env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", HEROES_TEST_REQUIRE_ALL="1")
+    test = f"{ROOT / 'tests' / 'test_heroes.py'}::test_create_without_age"
+    plugins = ["-p", "no_postgres", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", test, *plugins, "-n", "2", "--no-cov"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    output = result.stdout + result.stderr
+    assert output.count("PostgreSQL tests skipped: no PostgreSQL at") == 1, output
+    assert "1 passed, 1 skipped" in output, output
+    assert "1 skipped; HEROES_TEST_REQUIRE_ALL forbids skips" in output, output
+    assert result.returncode == 1, output
+
+
 @pytest.fixture
 def sqlite_url(sqlite_databases: SqliteDatabases) -> str:
     return sqlite_databases.create()

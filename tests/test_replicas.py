@@ -71,6 +71,17 @@ def catch_up(cluster: PgCluster) -> None:
     wait_for_replay(cluster, primary_position(cluster))
 
 
+@asynccontextmanager
+async def replay_paused(cluster: PgCluster) -> AsyncIterator[None]:
+    """The replica replays nothing written in the block, however long the block takes (a replay
+    delay alone holds a write back only for so long, and a busy machine may take longer)."""
+    await asyncio.to_thread(cluster.pause_replay)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(cluster.resume_replay)
+
+
 async def wait_until(
     condition: Callable[[], Awaitable[bool]], what: str, seconds: float = DEADLINE_SECONDS
 ) -> None:
@@ -352,53 +363,56 @@ async def test_a_read_with_the_token_of_a_write_sees_it_on_another_process(
 async def test_one_batch_sends_each_read_where_it_is_fresh(pair: PgCluster) -> None:
     """Reads of one batch: some with a token the replica has passed (served by the replica),
     some with one it has not (served by the primary), all right."""
-    await asyncio.to_thread(pair.set_replica_delay, LAG_MS)
     async with two_processes(pair) as (writer, reader):
         old = await writer.client.post("/heroes/", json={"name": "old", "secret_name": "s"})
         await asyncio.to_thread(wait_for_replay, pair, parse_token(old.headers[TOKEN_HEADER]))
-        new = await writer.client.post("/heroes/", json={"name": "new", "secret_name": "s"})
-        old_id, old_token = old.json()["id"], parse_token(old.headers[TOKEN_HEADER])
-        new_id, new_token = new.json()["id"], parse_token(new.headers[TOKEN_HEADER])
+        async with replay_paused(pair):
+            new = await writer.client.post("/heroes/", json={"name": "new", "secret_name": "s"})
+            old_id, old_token = old.json()["id"], parse_token(old.headers[TOKEN_HEADER])
+            new_id, new_token = new.json()["id"], parse_token(new.headers[TOKEN_HEADER])
 
-        service = reader.state.hero_service
-        before = service.batch_stats()["reads"]
-        before_batches, before_items = before.batches, before.items
-        reads = [(old_id, old_token), (new_id, new_token)] * 10 + [(old_id, None)] * 5
-        with (
-            hero_selects(reader.state.engine) as on_primary,
-            hero_selects(reader.read_engine) as on_replica,
-        ):
-            # The first read runs alone; all the others queue behind it: one batch.
-            found = await asyncio.gather(
-                service.get(old_id), *(service.get(hero_id, tok) for hero_id, tok in reads)
+            service = reader.state.hero_service
+            before = service.batch_stats()["reads"]
+            before_batches, before_items = before.batches, before.items
+            reads = [(old_id, old_token), (new_id, new_token)] * 10 + [(old_id, None)] * 5
+            with (
+                hero_selects(reader.state.engine) as on_primary,
+                hero_selects(reader.read_engine) as on_replica,
+            ):
+                # The first read runs alone; all the others queue behind it: one batch.
+                found = await asyncio.gather(
+                    service.get(old_id), *(service.get(hero_id, tok) for hero_id, tok in reads)
+                )
+            assert replayed(pair) < new_token  # the new hero was still held back on the replica
+            stats = service.batch_stats()["reads"]
+            assert (stats.batches - before_batches, stats.items - before_items) == (
+                2,
+                len(reads) + 1,
             )
-        assert replayed(pair) < new_token  # the new hero was still held back on the replica
-        stats = service.batch_stats()["reads"]
-        assert (stats.batches - before_batches, stats.items - before_items) == (2, len(reads) + 1)
-        assert [row.hero["id"] for row in found] == [old_id] + [hero_id for hero_id, _ in reads]
-        assert [row.hero["name"] for row in found[1:3]] == ["old", "new"]
-        on_replica_ids = {arg for _, args in on_replica for arg in args}
-        on_primary_ids = {arg for _, args in on_primary for arg in args}
-        assert old_id in on_replica_ids
-        assert new_id not in on_replica_ids
-        assert new_id in on_primary_ids
+            assert [row.hero["id"] for row in found] == [old_id] + [hero_id for hero_id, _ in reads]
+            assert [row.hero["name"] for row in found[1:3]] == ["old", "new"]
+            on_replica_ids = {arg for _, args in on_replica for arg in args}
+            on_primary_ids = {arg for _, args in on_primary for arg in args}
+            assert old_id in on_replica_ids
+            assert new_id not in on_replica_ids
+            assert new_id in on_primary_ids
 
-        # The same through HTTP, pages too.
-        answers = await asyncio.gather(
-            *(
-                request
-                for _ in range(5)
-                for request in (
-                    reader.client.get(f"/heroes/{old_id}", headers=tokened(old)),
-                    reader.client.get(f"/heroes/{new_id}", headers=tokened(new)),
-                    reader.client.get("/heroes/", params=after(old_id), headers=tokened(old)),
-                    reader.client.get("/heroes/", params=after(new_id), headers=tokened(new)),
+            # The same through HTTP, pages too.
+            answers = await asyncio.gather(
+                *(
+                    request
+                    for _ in range(5)
+                    for request in (
+                        reader.client.get(f"/heroes/{old_id}", headers=tokened(old)),
+                        reader.client.get(f"/heroes/{new_id}", headers=tokened(new)),
+                        reader.client.get("/heroes/", params=after(old_id), headers=tokened(old)),
+                        reader.client.get("/heroes/", params=after(new_id), headers=tokened(new)),
+                    )
                 )
             )
-        )
-        for number, answer in enumerate(answers):
-            expected = [old.json(), new.json()][number % 2]
-            assert answer.json() == (expected if number % 4 < 2 else [expected]), number
+            for number, answer in enumerate(answers):
+                expected = [old.json(), new.json()][number % 2]
+                assert answer.json() == (expected if number % 4 < 2 else [expected]), number
 
 
 async def test_a_token_the_replica_has_passed_is_served_by_it_however_far_it_lags(
@@ -410,18 +424,19 @@ async def test_a_token_the_replica_has_passed_is_served_by_it_however_far_it_lag
     async with two_processes(pair, read_max_lag=0.05) as (writer, reader):
         old = await writer.client.post("/heroes/", json={"name": "old", "secret_name": "s"})
         await asyncio.to_thread(wait_for_replay, pair, parse_token(old.headers[TOKEN_HEADER]))
-        await make_hero(writer.client)  # held back: the replica lags from now on
-        hero_id = old.json()["id"]
-        with (
-            hero_selects(reader.read_engine) as on_replica,
-            hero_selects(reader.state.engine) as on_primary,
-        ):
-            read = await reader.client.get(f"/heroes/{hero_id}", headers=tokened(old))
-            listed = await reader.client.get("/heroes/", params=after(hero_id))
-        assert read.json() == old.json()
-        assert listed.json() == [old.json()]
-        assert len(on_replica) == 1, "a read with a token the replica has passed went elsewhere"
-        assert len(on_primary) == 1  # the token-less page: the replica lags more than 0.05 s
+        async with replay_paused(pair):
+            await make_hero(writer.client)  # held back: the replica lags from now on
+            hero_id = old.json()["id"]
+            with (
+                hero_selects(reader.read_engine) as on_replica,
+                hero_selects(reader.state.engine) as on_primary,
+            ):
+                read = await reader.client.get(f"/heroes/{hero_id}", headers=tokened(old))
+                listed = await reader.client.get("/heroes/", params=after(hero_id))
+            assert read.json() == old.json()
+            assert listed.json() == [old.json()]
+            assert len(on_replica) == 1, "a read with a token the replica has passed went elsewhere"
+            assert len(on_primary) == 1  # the token-less page: the replica lags more than 0.05 s
 
 
 async def test_a_token_read_waits_a_moment_for_the_replica(pair: PgCluster) -> None:
@@ -434,35 +449,43 @@ async def test_a_token_read_waits_a_moment_for_the_replica(pair: PgCluster) -> N
         running_client(impatient_app) as client,
     ):
         impatient = Process(impatient_app, client)
-        for reader, served_by in ((waits, "replica"), (impatient, "primary")) * 3:
+
+        async def read_back(reader: Process) -> tuple[int, int]:
+            """A write read back with its token through ``reader``: (replica, primary) SELECTs."""
             created = await writer.client.post("/heroes/", json={"name": "A", "secret_name": "s"})
-            url = f"/heroes/{created.json()['id']}"
             with (
                 hero_selects(reader.read_engine) as on_replica,
                 hero_selects(reader.state.engine) as on_primary,
             ):
-                read = await reader.client.get(url, headers=tokened(created))
+                read = await reader.client.get(
+                    f"/heroes/{created.json()['id']}", headers=tokened(created)
+                )
             assert read.json() == created.json()
-            assert (len(on_replica), len(on_primary)) == (
-                (1, 0) if served_by == "replica" else (0, 1)
-            )
+            return len(on_replica), len(on_primary)
+
+        for _ in range(3):
+            assert await read_back(waits) == (1, 0)  # 100 ms behind the token: waited for
+            async with replay_paused(pair):  # behind the token for as long as it takes
+                assert await read_back(impatient) == (0, 1)
 
 
 async def test_an_empty_patch_is_checked_against_the_primary(pair: PgCluster) -> None:
     """``PATCH {}`` writes nothing but answers under ``If-Match`` like a write: against the
     hero as it is, never as a lagging replica still shows it."""
-    await asyncio.to_thread(pair.set_replica_delay, LAG_MS)
     async with two_processes(pair) as (writer, other):
         hero = await make_hero(writer.client)
         url = f"/heroes/{hero['id']}"
         first = await writer.client.get(url)
         await asyncio.to_thread(catch_up, pair)
-        patched = await writer.client.patch(url, json={"age": 99})
-        created = await writer.client.post("/heroes/", json={"name": "N", "secret_name": "s"})
-        stale = await other.client.patch(url, json={}, headers={"If-Match": first.headers["etag"]})
-        current = await other.client.patch(url, json={}, headers=tokened(patched))
-        new = await other.client.patch(f"/heroes/{created.json()['id']}", json={})
-        assert replayed(pair) < parse_token(patched.headers[TOKEN_HEADER])  # still lagging
+        async with replay_paused(pair):
+            patched = await writer.client.patch(url, json={"age": 99})
+            created = await writer.client.post("/heroes/", json={"name": "N", "secret_name": "s"})
+            stale = await other.client.patch(
+                url, json={}, headers={"If-Match": first.headers["etag"]}
+            )
+            current = await other.client.patch(url, json={}, headers=tokened(patched))
+            new = await other.client.patch(f"/heroes/{created.json()['id']}", json={})
+            assert replayed(pair) < parse_token(patched.headers[TOKEN_HEADER])  # still lagging
     assert stale.status_code == 412, stale.text  # the hero changed since that ETag
     assert (current.json(), current.headers["etag"]) == (patched.json(), patched.headers["etag"])
     assert new.json() == created.json()
