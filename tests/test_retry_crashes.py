@@ -100,9 +100,9 @@ async def _run(server: Server, keyed: bool) -> tuple[dict[str, int], int, int]:
 
     async def project_client(n: int) -> None:
         async with (
-            http() as transport,
+            http() as losing,
             HeroesClient(
-                server.base_url, timeout=TIMEOUT, max_retries=50, http_client=transport
+                server.base_url, timeout=TIMEOUT, max_retries=50, http_client=losing
             ) as client,
         ):
             for step in range(CREATES):
