@@ -24,6 +24,7 @@ from heroes_api.heroes.errors import PreconditionFailed
 from heroes_api.heroes.repository.keys import RequestKey
 from heroes_api.heroes.repository.rows import (
     HERO,
+    PUBLIC_FIELDS,
     VERSIONED_COLUMNS,
     VersionedRow,
     keyed_by_id,
@@ -106,17 +107,28 @@ async def apply_writes(session: AsyncSession, writes: Sequence[Write]) -> list[W
     return outcomes
 
 
+# A create's fields (in model_dump's order): the public ones come back in VERSIONED_COLUMNS, the
+# others (secret_name) are returned after them; where each is in a returned row.
+_CREATE_FIELDS = tuple(HeroCreate.model_fields)
+_PRIVATE_FIELDS = tuple(name for name in _CREATE_FIELDS if name not in PUBLIC_FIELDS)
+_INSERT = insert(HERO).returning(*VERSIONED_COLUMNS, *(HERO.c[name] for name in _PRIVATE_FIELDS))
+_CREATE_AT = tuple(
+    PUBLIC_FIELDS.index(name)
+    if name in PUBLIC_FIELDS
+    else len(VERSIONED_COLUMNS) + _PRIVATE_FIELDS.index(name)
+    for name in _CREATE_FIELDS
+)
+
+
 async def _insert(session: AsyncSession, creates: Sequence[Create]) -> list[VersionedRow]:
     """One multi-row INSERT. RETURNING's row order is not guaranteed (and SQLAlchemy can only
     promise it on SQLite by inserting row by row), so rows are matched to their creates by
     content: creates with identical content are interchangeable, any other pairing is exact."""
     values = [create.hero.model_dump() for create in creates]
-    statement = insert(HERO).returning(*VERSIONED_COLUMNS, HERO.c.secret_name)
     rows: defaultdict[tuple[Any, ...], list[VersionedRow]] = defaultdict(list)
-    for row in await session.exec(statement, params=values):
-        created = versioned_row(row)
-        rows[created.hero["name"], created.hero["age"], row[-1]].append(created)
-    return [rows[v["name"], v["age"], v["secret_name"]].pop() for v in values]
+    for row in await session.exec(_INSERT, params=values):
+        rows[tuple(row[i] for i in _CREATE_AT)].append(versioned_row(row))
+    return [rows[tuple(v.values())].pop() for v in values]
 
 
 async def _update(session: AsyncSession, updates: Sequence[Update]) -> dict[int, VersionedRow]:
